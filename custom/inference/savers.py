@@ -1,0 +1,61 @@
+"""Writing predicted probability maps and masks with their spacing, atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.transforms import MapTransform
+
+from custom.data.writers import write_volume
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """(z, y, x) spacing from a reader affine (column norms of its 3x3 part)."""
+    affine = np.asarray(affine, dtype=float)
+    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0)))  # type: ignore[return-value]
+
+
+class SaveVolumePredictiond(MapTransform):
+    """Save a (C, Z, Y, X) softmax prediction as a foreground probability map and a binary mask.
+
+    Writes ``<output_dir>/<input stem>_prob.<fmt>`` (uint8 = probability x 255, or float32) and
+    ``<input stem>_mask.<fmt>`` (uint8 0/1) for each format in ``formats`` (``tif``, ``nii.gz``,
+    ``zarr``), with the spacing of the input grid. Existing outputs are kept unless ``overwrite``.
+    """
+
+    def __init__(
+        self,
+        keys: str = "pred",
+        output_dir: str = "prediction",
+        formats: Sequence[str] = ("tif", "nii.gz"),
+        threshold: float = 0.5,
+        prob_dtype: str = "uint8",
+        overwrite: bool = True,
+        channel: int = 1,
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.formats = tuple(formats)
+        self.threshold = threshold
+        self.prob_dtype = prob_dtype
+        self.overwrite = overwrite
+        self.channel = channel
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            meta = pred.meta
+            stem = Path(str(meta["filename_or_obj"])).name
+            for suffix in (".nii.gz", ".tiff", ".tif", ".nii", ".png", ".zarr", ".mha", ".nrrd"):
+                stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+            prob = np.asarray(pred.detach().cpu().float())[self.channel]
+            spacing = affine_spacing(meta["affine"])
+            prob_out = (prob * 255).round().astype(np.uint8) if self.prob_dtype == "uint8" else prob.astype(np.float32)
+            mask = (prob > self.threshold).astype(np.uint8)
+            for fmt in self.formats:
+                write_volume(self.output_dir / f"{stem}_prob.{fmt}", prob_out, spacing, overwrite=self.overwrite)
+                write_volume(self.output_dir / f"{stem}_mask.{fmt}", mask, spacing, overwrite=self.overwrite)
+        return d

@@ -1,0 +1,132 @@
+"""A U-Net built from MONAI blocks that exposes its encoder features (for feature-level adaptation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution, UpSample
+from monai.networks.layers.factories import Pool
+from torch import nn
+
+StrideT = int | Sequence[int]
+
+
+class DoubleConv(nn.Sequential):
+    """Two (conv, norm, activation) units, the basic block of each U-Net level."""
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: StrideT, norm: str, act: str, dropout: float
+    ) -> None:
+        super().__init__(
+            Convolution(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, norm=norm, act=act, dropout=dropout),
+            Convolution(spatial_dims, out_channels, out_channels, kernel_size=kernel_size, norm=norm, act=act, dropout=dropout),
+        )
+
+
+class UNetDecoder(nn.Module):
+    """U-Net decoder: upsample, concatenate the skip feature (when ``skip``), convolve; then a 1x1 head.
+
+    With ``skip=False`` the decoder sees only the bottleneck (Y-Net's reconstruction path).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        channels: Sequence[int],
+        strides: Sequence[StrideT],
+        kernel_sizes: Sequence[StrideT],
+        out_channels: int,
+        norm: str,
+        act: str,
+        dropout: float,
+        skip: bool = True,
+    ) -> None:
+        super().__init__()
+        self.skip = skip
+        self.ups = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for level in range(len(channels) - 1, 0, -1):
+            c_in, c_out = channels[level], channels[level - 1]
+            self.ups.append(UpSample(spatial_dims, c_in, c_out, scale_factor=strides[level - 1], mode="deconv"))
+            block_in = 2 * c_out if skip else c_out
+            self.blocks.append(DoubleConv(spatial_dims, block_in, c_out, kernel_sizes[level - 1], norm, act, dropout))
+        self.head = Convolution(spatial_dims, channels[0], out_channels, kernel_size=1, conv_only=True)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for i, (up, block) in enumerate(zip(self.ups, self.blocks)):
+            x = up(x)
+            if self.skip:
+                x = torch.cat([features[-2 - i], x], dim=1)
+            x = block(x)
+        return self.head(x)
+
+
+class UNet(nn.Module):
+    """U-Net for 2D or 3D EM with access to per-level encoder features.
+
+    Args:
+        spatial_dims: 2 (sections) or 3 (volumes).
+        in_channels, out_channels: input channels and classes (2 = background/foreground, softmax).
+        channels: feature maps per level, e.g. (16, 32, 64, 128) = 4 levels, 3 downsamplings.
+        strides: downsampling factor between levels (int or per-axis tuple for anisotropic 3D data,
+            e.g. ((1, 2, 2), (1, 2, 2), (2, 2, 2))); default 2 everywhere.
+        kernel_size: convolution kernel of every level (int or per-axis tuple, e.g. (1, 3, 3)).
+        kernel_sizes: one kernel per level instead, e.g. ((1, 3, 3), (1, 3, 3), 3, 3) for thick sections.
+        norm, act, dropout: MONAI layer names/probability used in every block.
+
+    ``encode(x)`` returns the list of level features (last = bottleneck); ``decode(features)`` the
+    segmentation logits; ``forward(x)`` both in one go.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[StrideT] | None = None,
+        kernel_size: StrideT = 3,
+        kernel_sizes: Sequence[StrideT] | None = None,
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError(f"UNet needs at least 2 levels, got channels={channels}.")
+        n = len(channels)
+        self.spatial_dims = spatial_dims
+        self.channels = tuple(channels)
+        self.strides = tuple(strides) if strides is not None else (2,) * (n - 1)
+        if len(self.strides) != n - 1:
+            raise ValueError(f"UNet with {n} levels needs {n - 1} strides, got {self.strides}.")
+        kernel_sizes = tuple(kernel_sizes) if kernel_sizes is not None else (kernel_size,) * n
+        if len(kernel_sizes) != n:
+            raise ValueError(f"UNet with {n} levels needs {n} kernel_sizes, got {kernel_sizes}.")
+        self.kernel_sizes = kernel_sizes
+        self.block_args = {"norm": norm, "act": act, "dropout": dropout}
+        pool = Pool[Pool.MAX, spatial_dims]
+        self.encoder = nn.ModuleList()
+        for level, c_out in enumerate(channels):
+            block = DoubleConv(spatial_dims, channels[level - 1] if level else in_channels, c_out, kernel_sizes[level], norm, act, dropout)
+            if level:
+                block = nn.Sequential(pool(kernel_size=self.strides[level - 1], stride=self.strides[level - 1]), block)
+            self.encoder.append(block)
+        self.decoder = UNetDecoder(spatial_dims, channels, self.strides, kernel_sizes, out_channels, norm, act, dropout)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features of every level, from full resolution to the bottleneck."""
+        features = []
+        for block in self.encoder:
+            x = block(x)
+            features.append(x)
+        return features
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Segmentation logits from the encoder features."""
+        return self.decoder(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
