@@ -86,7 +86,7 @@ def _read_tiff(path: Path, channel: int | None) -> tuple[np.ndarray, Spacing | N
         with tifffile.TiffFile(path) as tif:
             array = tif.asarray()
             spacing = _tiff_spacing(tif)
-    except (tifffile.TiffFileError, ValueError, OSError) as err:
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as err:
         raise EMDataError(f"{path}: cannot be read as TIFF ({err}).") from err
     if array.ndim == 4 and array.shape[-1] in (3, 4):
         array = np.stack([_as_grey(section, path, channel) for section in array])

@@ -1,0 +1,88 @@
+"""Fetch public EM datasets and convert them into the prepared layout the bundles read.
+
+    python scripts/prepare_data.py download --root data/raw
+    python scripts/prepare_data.py from_dir ../shared/data data/prepared
+
+``from_dir`` writes ``volumes/<domain>/`` (whole volumes and x-splits with spacing) and one folder
+per adaptation direction (``vnc_to_fafb/``, ``fafb_to_vnc/``) holding ``datalist.json``; pass that
+folder as the bundle's ``--dataset_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import fire
+
+from custom.data import write_direction_datalist, write_domain
+from custom.data.datasets import (
+    get_drosophila_vnc_paths,
+    get_epfl_hippocampus_paths,
+    get_fafb_mito_paths,
+    load_drosophila_vnc,
+    load_drosophila_vnc_stack2,
+    load_fafb_mito,
+)
+from custom.data.readers import EMDataError
+from custom.utils.io import atomic_path
+
+DOWNLOADERS = {
+    "drosophila_vnc": get_drosophila_vnc_paths,
+    "fafb_mito": get_fafb_mito_paths,
+    "epfl_hippocampus": get_epfl_hippocampus_paths,
+}
+MARKER = "prepared.json"
+
+
+def download(root: str = "data/raw", datasets: str | tuple = ("drosophila_vnc", "fafb_mito")) -> dict:
+    """Download datasets (checksummed) into ``root/<name>``; names: drosophila_vnc, fafb_mito, epfl_hippocampus."""
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    unknown = sorted(set(names) - set(DOWNLOADERS))
+    if unknown:
+        raise EMDataError(f"unknown dataset(s) {unknown}; choose from {sorted(DOWNLOADERS)}.")
+    return {name: {k: str(v) for k, v in DOWNLOADERS[name](root, download=True).items()} for name in names}
+
+
+def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", force: bool = False) -> str:
+    """Convert a local copy of the VNC and FAFB data into the prepared layout and datalists.
+
+    Idempotent: a complete earlier result is kept and reported; an incomplete or foreign folder is
+    refused unless ``force``, which rebuilds it.
+    """
+    out = Path(out_dir)
+    if (out / MARKER).exists() and not force:
+        print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
+        return str(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
+        shutil.rmtree(out)
+    volumes = out / "volumes"
+    image, label, spacing = load_drosophila_vnc(data_dir)
+    write_domain(volumes / "vnc", image, label, spacing)
+    stack2, spacing2 = load_drosophila_vnc_stack2(data_dir)
+    write_domain(volumes / "vnc_stack2", stack2, None, spacing2)
+    image, label, spacing = load_fafb_mito(data_dir)
+    write_domain(volumes / "fafb", image, label, spacing)
+    stack2_path = volumes / "vnc_stack2" / "vnc_stack2.tif"
+    write_direction_datalist(out / "vnc_to_fafb", volumes / "vnc", volumes / "fafb", "vnc_to_fafb")
+    write_direction_datalist(out / "fafb_to_vnc", volumes / "fafb", volumes / "vnc", "fafb_to_vnc", [stack2_path])
+    with atomic_path(out / MARKER) as tmp:
+        tmp.write_text(json.dumps({"data_dir": str(Path(data_dir).resolve()), "directions": ["vnc_to_fafb", "fafb_to_vnc"]}))
+    print(f"prepared {out}: use --dataset_dir {out / 'vnc_to_fafb'} or {out / 'fafb_to_vnc'}")
+    return str(out)
+
+
+def main() -> None:
+    try:
+        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir})
+    except (EMDataError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

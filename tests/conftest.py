@@ -1,0 +1,44 @@
+"""Shared fixtures: the repository, the real data folder beside it, and a cached synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundles" / "em_mitochondria"
+CONFIGS = BUNDLE / "configs"
+SHARED_DATA = Path(os.environ.get("EM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; tests needing it are skipped with the reason when it is absent."""
+    if not (SHARED_DATA / "drosophila_vnc").is_dir():
+        reason = f"real EM data not found at {SHARED_DATA} (set EM_SHARED_DATA to its folder)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic source/target pair in the prepared layout, made once per test session."""
+    from custom.data import ensure_synthetic_dataset
+
+    return Path(ensure_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "synthetic", n_sections=3, extent_nm=1000.0))
+
+
+def run_bundle(configs: list[str], bundle_root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run`` with the given config files (names inside configs/)."""
+    files = [str(CONFIGS / c) for c in configs]
+    config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(bundle_root), *overrides]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=bundle_root)
+    if result.returncode != 0:
+        raise AssertionError(f"bundle run failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

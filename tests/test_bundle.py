@@ -1,0 +1,74 @@
+"""The em_mitochondria bundle run through ``python -m monai.bundle`` on the synthetic pair."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from custom.data import load_datalist, read_volume
+from custom.networks import UNet
+
+from .conftest import CONFIGS, run_bundle
+
+FAST = ("--max_epochs", "1", "--iterations_per_epoch", "2", "--val_interval", "1", "--patch_size", "[64,64]", "--batch_size", "2")
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory, synthetic_dir) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    run_bundle(["train.json"], root, "--dataset_dir", str(synthetic_dir), *FAST)
+    return root
+
+
+def test_training_writes_loadable_checkpoints(trained_root):
+    for name in ("model.pt", "model_final.pt"):
+        state = torch.load(trained_root / "models" / name, weights_only=True)
+        UNet().load_state_dict(state)
+    resume = list((trained_root / "models").glob("train_checkpoint_*.pt"))
+    assert len(resume) == 1
+    assert {"model", "optimizer", "trainer"} <= set(torch.load(resume[0], weights_only=True))
+    assert list((trained_root / "runs").glob("events.out.tfevents.*"))
+
+
+def test_inference_keeps_shape_and_spacing(trained_root, synthetic_dir):
+    run_bundle(["inference.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
+    source_image = load_datalist(synthetic_dir, "target_volumes")[0]["image"]
+    image, spacing = read_volume(source_image)
+    stem = Path(source_image).name.split(".")[0]
+    for fmt in ("tif", "nii.gz"):
+        prob, prob_spacing = read_volume(trained_root / "prediction" / f"{stem}_prob.{fmt}")
+        mask, _ = read_volume(trained_root / "prediction" / f"{stem}_mask.{fmt}")
+        assert prob.shape == mask.shape == image.shape
+        assert prob.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        np.testing.assert_allclose(prob_spacing, spacing, rtol=1e-4)
+        np.testing.assert_array_equal(mask, (prob > 127).astype(np.uint8))
+
+
+def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir):
+    result = run_bundle(["inference.json", "evaluate.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
+    metrics = json.loads((trained_root / "eval" / "metrics.json").read_text())["metrics"]
+    assert set(metrics) == {"iou", "dice", "precision", "recall"}
+    assert 0.0 <= metrics["iou"] <= metrics["dice"] <= 1.0
+    assert "iou" in result.stdout + result.stderr
+    assert list((trained_root / "eval").glob("*_overlay.png"))
+
+
+def test_network_matches_metadata():
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+
+
+def test_missing_dataset_gives_one_clear_error(tmp_path):
+    with pytest.raises(AssertionError, match="no datalist"):
+        run_bundle(["train.json"], tmp_path, "--dataset_dir", str(tmp_path / "nowhere"), *FAST)

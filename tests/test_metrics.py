@@ -1,0 +1,45 @@
+"""Metrics against hand-computed values and against MONAI's handlers used by evaluate.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from custom.metrics import binary_metrics, confusion_counts
+
+
+def test_hand_computed_example():
+    pred = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    label = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    # tp=2, fp=2, fn=1, tn=3
+    assert confusion_counts(pred, label) == {"tp": 2, "fp": 2, "fn": 1, "tn": 3}
+    m = binary_metrics(pred, label)
+    assert m["iou"] == pytest.approx(2 / 5)
+    assert m["dice"] == pytest.approx(4 / 7)
+    assert m["precision"] == pytest.approx(2 / 4)
+    assert m["recall"] == pytest.approx(2 / 3)
+
+
+def test_empty_prediction_and_label_is_perfect_and_shapes_must_match():
+    assert binary_metrics(np.zeros(4), np.zeros(4)) == {"iou": 1.0, "dice": 1.0, "precision": 1.0, "recall": 1.0}
+    with pytest.raises(ValueError, match="differs"):
+        binary_metrics(np.zeros(4), np.zeros(5))
+
+
+def test_agrees_with_monai_metrics_used_by_the_bundle():
+    from monai.metrics import ConfusionMatrixMetric, DiceMetric, MeanIoU
+    from monai.networks.utils import one_hot
+
+    rng = np.random.default_rng(1)
+    label = rng.random((1, 1, 4, 16, 16)) > 0.7
+    pred = label ^ (rng.random(label.shape) > 0.9)
+    ours = binary_metrics(pred, label)
+    p, y = (one_hot(torch.as_tensor(a, dtype=torch.float32), 2) for a in (pred, label))
+    assert MeanIoU(include_background=False)(p, y).item() == pytest.approx(ours["iou"], abs=1e-6)
+    assert DiceMetric(include_background=False)(p, y).item() == pytest.approx(ours["dice"], abs=1e-6)
+    cm = ConfusionMatrixMetric(include_background=False, metric_name=["precision", "recall"])
+    cm(p, y)
+    precision, recall = (v.item() for v in cm.aggregate())
+    assert precision == pytest.approx(ours["precision"], abs=1e-6)
+    assert recall == pytest.approx(ours["recall"], abs=1e-6)
