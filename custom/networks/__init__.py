@@ -1,5 +1,8 @@
-"""Networks: a feature-exposing U-Net (and, built on it, the adaptation architectures)."""
+"""Networks: a feature-exposing U-Net and the adaptation architectures built on it."""
 
+from .domain_classifier import DomainClassifier
+from .two_stream import TwoStreamUNet
 from .unet import UNet, UNetDecoder
+from .ynet import YNet, reconstruction_decoder_like
 
-__all__ = ["UNet", "UNetDecoder"]
+__all__ = ["DomainClassifier", "TwoStreamUNet", "UNet", "UNetDecoder", "YNet", "reconstruction_decoder_like"]

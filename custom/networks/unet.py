@@ -98,6 +98,7 @@ class UNet(nn.Module):
             raise ValueError(f"UNet needs at least 2 levels, got channels={channels}.")
         n = len(channels)
         self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
         self.channels = tuple(channels)
         self.strides = tuple(strides) if strides is not None else (2,) * (n - 1)
         if len(self.strides) != n - 1:

@@ -1,6 +1,7 @@
 """EM-specific MONAI transforms."""
 
-from .spatial import ResampleToPixelSized
+from .intensity import HistogramMatchd
+from .spatial import CropFractiond, ResampleToPixelSized
 from .validation import ValidateVolumed
 
-__all__ = ["ResampleToPixelSized", "ValidateVolumed"]
+__all__ = ["CropFractiond", "HistogramMatchd", "ResampleToPixelSized", "ValidateVolumed"]

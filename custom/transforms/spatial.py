@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from monai.config import KeysCollection
-from monai.transforms import Spacingd
+from monai.transforms import MapTransform, Spacingd
 
 from custom.data.readers import EMDataError
 
@@ -39,3 +39,25 @@ class ResampleToPixelSized(Spacingd):
                     "give the reader spacing=(z, y, x) in nm or set pixel_size_nm to 0."
                 )
         return super().__call__(data, lazy=lazy)
+
+
+class CropFractiond(MapTransform):
+    """Keep the part of each (C, Z, Y, X) array between fractions ``start`` and ``stop`` of the x axis.
+
+    Used to give semi-supervised runs only the first ``stop`` of the target training region's labels
+    (10 %, 50 %, 100 %). ``stop`` must lie in (0, 1].
+    """
+
+    def __init__(self, keys: KeysCollection, start: float = 0.0, stop: float = 1.0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"label fraction must satisfy 0 <= start < stop <= 1, got start={start}, stop={stop}.")
+        self.start, self.stop = start, stop
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            width = d[key].shape[-1]
+            lo, hi = int(round(self.start * width)), max(int(round(self.stop * width)), int(round(self.start * width)) + 1)
+            d[key] = d[key][..., lo:hi]
+        return d

@@ -1,0 +1,33 @@
+"""Training engines: the domain-adaptation trainer and its adaptation objectives."""
+
+from .objectives import (
+    AdaptationObjective,
+    Composite,
+    DomainAdversarial,
+    DomainBatch,
+    FeatureAlignment,
+    MeanTeacher,
+    Reconstruction,
+    TwoStream,
+    coral_alignment,
+    mmd_alignment,
+)
+from .trainer import DomainAdaptationTrainer, loss_terms
+from .utils import load_pretrained, trainable_parameters
+
+__all__ = [
+    "AdaptationObjective",
+    "Composite",
+    "DomainAdaptationTrainer",
+    "DomainAdversarial",
+    "DomainBatch",
+    "FeatureAlignment",
+    "MeanTeacher",
+    "Reconstruction",
+    "TwoStream",
+    "coral_alignment",
+    "load_pretrained",
+    "loss_terms",
+    "mmd_alignment",
+    "trainable_parameters",
+]

@@ -1,0 +1,260 @@
+"""Adaptation objectives: the plug-ins that turn the DA trainer into MMD, CORAL, DANN, Y-Net, ...
+
+Each objective is an ``nn.Module`` (its own parameters — domain classifiers, a reconstruction
+decoder, a source stream — are optimised with the network) that receives the source and target
+``DomainBatch`` of one iteration and returns named, already weighted loss terms. Adding a method
+means adding an objective here (or composing existing ones) and a small override config; the
+trainer does not change.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from ignite.engine import Engine
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.loss import _Loss
+
+from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, dann_schedule
+from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet
+
+
+class DomainBatch:
+    """One domain's images with the encoder features the trainer computed; logits on demand."""
+
+    def __init__(self, images: torch.Tensor, features: list[torch.Tensor], decoder: nn.Module | None = None) -> None:
+        self.images = images
+        self.features = features
+        self._decoder = decoder
+        self._logits: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Segmentation logits, decoded once when first asked for."""
+        if self._logits is None:
+            if self._decoder is None:
+                raise RuntimeError("this DomainBatch has no decoder to compute logits.")
+            self._logits = self._decoder(self.features)
+        return self._logits
+
+
+def check_level_weights(weights: Sequence[float], n_levels: int, name: str) -> tuple[float, ...]:
+    """Validate per-level weights λ_i: one non-negative number per encoder level."""
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != n_levels:
+        raise ValueError(f"{name}: expected {n_levels} level weights (one per encoder level), got {list(weights)}.")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"{name}: level weights must be >= 0, got {list(weights)}.")
+    return weights
+
+
+def check_weight(weight: float, name: str) -> float:
+    """Validate a loss weight λ: a non-negative number."""
+    if float(weight) < 0:
+        raise ValueError(f"{name}: weight must be >= 0, got {weight}.")
+    return float(weight)
+
+
+class AdaptationObjective(nn.Module):
+    """Base class: no extra loss. Subclasses override ``forward`` and, where needed, the hooks."""
+
+    def source_network(self, network: nn.Module) -> nn.Module:
+        """The network that processes source images (the shared one, except for two-stream)."""
+        return network
+
+    def iteration_started(self, engine: Engine) -> None:
+        """Called before each iteration (e.g. to update a schedule from ``engine.state``)."""
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """Called after the optimiser step (e.g. to update a teacher network)."""
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class FeatureAlignment(AdaptationObjective):
+    """Σ_i λ_i · discrepancy(source features_i, target features_i) over encoder levels (MMD, CORAL, ...)."""
+
+    def __init__(self, discrepancy: _Loss, level_weights: Sequence[float], name: str | None = None) -> None:
+        super().__init__()
+        self.discrepancy = discrepancy
+        self.level_weights = tuple(level_weights)
+        check_level_weights(self.level_weights, len(self.level_weights), type(discrepancy).__name__)
+        self.name = name or type(discrepancy).__name__.replace("Loss", "").lower()
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        check_level_weights(self.level_weights, len(source.features), self.name)
+        return {
+            f"{self.name}_l{i}": w * self.discrepancy(fs, ft)
+            for i, (w, fs, ft) in enumerate(zip(self.level_weights, source.features, target.features))
+            if w > 0
+        }
+
+
+def mmd_alignment(level_weights: Sequence[float], **mmd_args) -> FeatureAlignment:
+    """Feature alignment with multi-kernel MMD (Roels et al. 2019)."""
+    return FeatureAlignment(MMDLoss(**mmd_args), level_weights, "mmd")
+
+
+def coral_alignment(level_weights: Sequence[float], **coral_args) -> FeatureAlignment:
+    """Feature alignment with CORAL (Roels et al. 2019)."""
+    return FeatureAlignment(CORALLoss(**coral_args), level_weights, "coral")
+
+
+class DomainAdversarial(AdaptationObjective):
+    """DANN: a domain classifier behind gradient reversal on each weighted encoder level.
+
+    The reversal scale follows Ganin's ramp ``grl_max · dann_schedule(progress)`` unless
+    ``schedule`` is False (then it stays ``grl_max``).
+    """
+
+    def __init__(
+        self, network: UNet, level_weights: Sequence[float], hidden: int = 64, grl_max: float = 1.0, schedule: bool = True
+    ) -> None:
+        super().__init__()
+        self.level_weights = check_level_weights(level_weights, len(network.channels), "dann")
+        self.grl_max, self.schedule = grl_max, schedule
+        self.classifiers = nn.ModuleDict(
+            {
+                str(i): DomainClassifier(network.spatial_dims, c, hidden, grl_scale=0.0 if schedule else grl_max)
+                for i, (c, w) in enumerate(zip(network.channels, self.level_weights))
+                if w > 0
+            }
+        )
+        self.loss = DomainAdversarialLoss()
+
+    def iteration_started(self, engine: Engine) -> None:
+        if self.schedule:
+            total = engine.state.max_epochs * (engine.state.epoch_length or 1)
+            scale = self.grl_max * dann_schedule((engine.state.iteration - 1) / max(1, total))
+            for classifier in self.classifiers.values():
+                classifier.grl.scale = scale
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        terms = {}
+        for key, classifier in self.classifiers.items():
+            i = int(key)
+            terms[f"dann_l{i}"] = self.level_weights[i] * self.loss(classifier(source.features[i]), classifier(target.features[i]))
+        return terms
+
+
+class Reconstruction(AdaptationObjective):
+    """Y-Net: λ_rec · MSE of reconstructing source and target images through the bottleneck."""
+
+    def __init__(self, network: UNet, weight: float = 1.0, source_weight: float = 1.0) -> None:
+        super().__init__()
+        self.ynet = YNet(network)
+        self.weight = check_weight(weight, "reconstruction")
+        self.source_weight = check_weight(source_weight, "reconstruction source")
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        terms = {"recon_target": self.weight * F.mse_loss(self.ynet.reconstruct(target.features), target.images)}
+        if self.source_weight > 0:
+            recon = self.ynet.reconstruct(source.features)
+            terms["recon_source"] = self.weight * self.source_weight * F.mse_loss(recon, source.images)
+        return terms
+
+
+class TwoStream(AdaptationObjective):
+    """Two-stream U-Net: source images go through a source stream tied to the target network.
+
+    Adds λ_w · weight regulariser and, optionally, a feature discrepancy between the streams' encoder
+    features (``alignment``, e.g. ``mmd_alignment``), as in Bermúdez-Chacón et al. 2018.
+    """
+
+    def __init__(self, network: UNet, weight: float = 1.0, alignment: FeatureAlignment | None = None) -> None:
+        super().__init__()
+        self.streams = TwoStreamUNet(network)
+        self.weight = check_weight(weight, "two_stream")
+        self.alignment = alignment
+
+    def source_network(self, network: nn.Module) -> nn.Module:
+        return self.streams.source
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        terms = {"weight_tying": self.weight * self.streams.weight_regularizer()}
+        if self.alignment is not None:
+            terms.update(self.alignment(network, source, target))
+        return terms
+
+
+class MeanTeacher(AdaptationObjective):
+    """Self-training on the target: an EMA teacher's confident predictions supervise the student.
+
+    The teacher starts as a copy of the network at the first iteration (so weights loaded from a
+    pretrained checkpoint are used) and follows it by exponential moving average. Pixels whose
+    teacher confidence (max softmax) is below ``confidence`` are ignored; ``mc_samples`` > 1 averages
+    that many dropout-enabled teacher passes (MC dropout) before thresholding.
+    """
+
+    def __init__(self, weight: float = 1.0, decay: float = 0.99, confidence: float = 0.9, mc_samples: int = 1) -> None:
+        super().__init__()
+        self.weight = check_weight(weight, "mean_teacher")
+        self.decay, self.confidence, self.mc_samples = decay, confidence, max(1, mc_samples)
+        self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
+
+    def _teacher_for(self, network: nn.Module) -> nn.Module:
+        if not self._teacher:
+            teacher = copy.deepcopy(network)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            self._teacher.append(teacher)
+        return self._teacher[0]
+
+    @torch.no_grad()
+    def pseudo_labels(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hard labels, confidence mask) from the teacher on ``images``."""
+        teacher = self._teacher_for(network)
+        teacher.eval()
+        if self.mc_samples > 1:
+            for m in teacher.modules():
+                if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
+                    m.train()
+        probs = torch.stack([torch.softmax(teacher(images), 1) for _ in range(self.mc_samples)]).mean(0)
+        confidence, labels = probs.max(1)
+        return labels, confidence >= self.confidence
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        labels, keep = self.pseudo_labels(network, target.images)
+        per_pixel = F.cross_entropy(target.logits, labels, reduction="none")
+        loss = (per_pixel * keep).sum() / keep.sum().clamp(min=1)
+        return {"self_training": self.weight * loss}
+
+    @torch.no_grad()
+    def iteration_completed(self, engine: Engine) -> None:
+        teacher = self._teacher_for(engine.network)
+        for t, s in zip(teacher.state_dict().values(), engine.network.state_dict().values()):
+            if t.dtype.is_floating_point:
+                t.mul_(self.decay).add_(s.detach(), alpha=1 - self.decay)
+            else:
+                t.copy_(s)
+
+
+class Composite(AdaptationObjective):
+    """Several objectives at once (e.g. CORAL alignment plus mean-teacher self-training)."""
+
+    def __init__(self, objectives: Sequence[AdaptationObjective]) -> None:
+        super().__init__()
+        self.objectives = nn.ModuleList(objectives)
+
+    def source_network(self, network: nn.Module) -> nn.Module:
+        for objective in self.objectives:
+            network = objective.source_network(network)
+        return network
+
+    def iteration_started(self, engine: Engine) -> None:
+        for objective in self.objectives:
+            objective.iteration_started(engine)
+
+    def iteration_completed(self, engine: Engine) -> None:
+        for objective in self.objectives:
+            objective.iteration_completed(engine)
+
+    def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        for objective in self.objectives:
+            terms.update(objective(network, source, target))
+        return terms

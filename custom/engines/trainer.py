@@ -1,0 +1,142 @@
+"""The domain-adaptation trainer: MONAI's SupervisedTrainer with paired source/target batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from ignite.engine import Engine
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from .objectives import AdaptationObjective, DomainBatch
+
+TERM_PREFIX = "loss_"
+
+
+def loss_terms(output: dict | list[dict]) -> dict[str, float]:
+    """The named loss terms of one iteration's output (decollated or not), for Stats/TensorBoard handlers."""
+    item = output[0] if isinstance(output, list) else output
+    return {k[len(TERM_PREFIX) :]: float(v) for k, v in item.items() if isinstance(k, str) and k.startswith(TERM_PREFIX)}
+
+
+def _cycle(loader: Iterable) -> Iterator:
+    """Iterate over ``loader`` forever, starting a new pass (new random patches) when one ends."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("a target data loader yielded no batch; check its datalist and patch size.")
+
+
+class DomainAdaptationTrainer(SupervisedTrainer):
+    """Supervised training on labelled source batches plus adaptation to an unlabelled target.
+
+    Expects (beside everything ``SupervisedTrainer`` takes):
+
+    - ``train_data_loader``: labelled **source** batches (``image``, ``label``); it defines the epoch.
+    - ``target_data_loader``: unlabelled **target** batches (``image``), drawn once per iteration and
+      cycled when exhausted; required when ``adaptation`` is given.
+    - ``target_labelled_loader``: optional labelled target batches (semi-supervised adaptation); their
+      segmentation loss is added with weight ``target_seg_weight``.
+    - ``adaptation``: an ``AdaptationObjective`` returning weighted loss terms from the source and
+      target features (MMD, CORAL, DANN, reconstruction, two-stream, mean teacher, ...).
+    - ``grad_clip_norm``: clip the global gradient norm (None = off).
+
+    The total loss is seg(source) [+ seg(target labelled)] + Σ terms. Every term is stored in
+    ``engine.state.output["loss_<name>"]`` (floats; read them with ``loss_terms``) for logging. The network must offer ``encode`` and
+    ``decode`` (``custom.networks.UNet``). With no objective and no labelled target loader one
+    iteration equals ``SupervisedTrainer``'s.
+    """
+
+    def __init__(
+        self,
+        *args,
+        target_data_loader: Iterable | None = None,
+        target_labelled_loader: Iterable | None = None,
+        adaptation: AdaptationObjective | None = None,
+        target_seg_weight: float = 1.0,
+        grad_clip_norm: float | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if adaptation is not None and target_data_loader is None:
+            raise ValueError("an adaptation objective needs target_data_loader (unlabelled target batches).")
+        self.adaptation = adaptation.to(self.state.device) if adaptation is not None else None
+        self.target_data_loader = target_data_loader
+        self.target_labelled_loader = target_labelled_loader
+        self.target_seg_weight = target_seg_weight
+        self.grad_clip_norm = grad_clip_norm
+        self._target_iter: Iterator | None = None
+        self._labelled_iter: Iterator | None = None
+        self.target_batches_drawn = 0
+
+    def _next_target(self, labelled: bool) -> dict:
+        if labelled:
+            self._labelled_iter = self._labelled_iter or _cycle(self.target_labelled_loader)
+            return next(self._labelled_iter)
+        self._target_iter = self._target_iter or _cycle(self.target_data_loader)
+        self.target_batches_drawn += 1
+        return next(self._target_iter)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.state.device, non_blocking=self.non_blocking)
+
+    def _losses(self, engine: Engine, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        network = engine.network
+        source_net = self.adaptation.source_network(network) if self.adaptation is not None else network
+        features = source_net.encode(inputs)
+        source = DomainBatch(inputs, features, source_net.decode)
+        engine.state.output[Keys.PRED] = source.logits
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        terms = {"seg": engine.loss_function(source.logits, targets).mean()}
+        if self.adaptation is not None:
+            images = self._to_device(self._next_target(labelled=False)[Keys.IMAGE])
+            target = DomainBatch(images, network.encode(images), network.decode)
+            terms.update(self.adaptation(network, source, target))
+        if self.target_labelled_loader is not None:
+            batch = self._next_target(labelled=True)
+            images, labels = self._to_device(batch[Keys.IMAGE]), self._to_device(batch[Keys.LABEL])
+            terms["seg_target"] = self.target_seg_weight * engine.loss_function(network(images), labels).mean()
+        return terms
+
+    def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        if self.adaptation is not None:
+            self.adaptation.train()
+            self.adaptation.iteration_started(engine)
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        autocast = torch.autocast("cuda", **engine.amp_kwargs) if engine.amp and engine.scaler is not None else None
+        with autocast or torch.enable_grad():
+            terms = self._losses(engine, inputs, targets)
+            loss = torch.stack(list(terms.values())).sum()
+        engine.state.output[Keys.LOSS] = loss
+        engine.state.output.update({f"{TERM_PREFIX}{k}": float(v.detach()) for k, v in terms.items()})
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        params = [p for group in engine.optimizer.param_groups for p in group["params"]]
+        if autocast is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if self.grad_clip_norm:
+                engine.scaler.unscale_(engine.optimizer)
+                nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if self.grad_clip_norm:
+                nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            engine.optimizer.step()
+        if self.adaptation is not None:
+            self.adaptation.iteration_completed(engine)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

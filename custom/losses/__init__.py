@@ -1,0 +1,17 @@
+"""Discrepancy and auxiliary losses for domain adaptation."""
+
+from .adversarial import DomainAdversarialLoss, GradientReversal, dann_schedule, grad_reverse
+from .coral import CORALLoss, covariance
+from .mmd import MMDLoss
+from .sampling import feature_samples
+
+__all__ = [
+    "CORALLoss",
+    "DomainAdversarialLoss",
+    "GradientReversal",
+    "MMDLoss",
+    "covariance",
+    "dann_schedule",
+    "feature_samples",
+    "grad_reverse",
+]
