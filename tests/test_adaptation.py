@@ -1,0 +1,171 @@
+"""The DA trainer and its objectives, on tiny in-memory loaders."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from custom.engines import (
+    DomainAdaptationTrainer,
+    DomainAdversarial,
+    MeanTeacher,
+    Reconstruction,
+    TwoStream,
+    coral_alignment,
+    mmd_alignment,
+    trainable_parameters,
+)
+from custom.handlers import TrainingCheckpoint
+from custom.networks import UNet, YNet
+
+
+def _batches(n: int, seed: int, labelled: bool = True) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        batch = {"image": torch.randn(2, 1, 16, 16, generator=g)}
+        if labelled:
+            batch["label"] = (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float()
+        out.append(batch)
+    return out
+
+
+def _trainer(network, adaptation=None, target=None, epochs=2, handlers=(), source=None, labelled=None):
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(trainable_parameters(network, adaptation), lr=1e-3)
+    return DomainAdaptationTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=source or _batches(3, 0),
+        network=network,
+        optimizer=optimizer,
+        loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
+        target_data_loader=target,
+        target_labelled_loader=labelled,
+        adaptation=adaptation,
+        train_handlers=list(handlers),
+        decollate=False,
+    )
+
+
+def _net() -> UNet:
+    torch.manual_seed(1)
+    return UNet(2, channels=(4, 8, 16))
+
+
+def test_trainer_draws_one_target_batch_per_iteration_and_cycles():
+    target = _batches(2, 5, labelled=False)
+    trainer = _trainer(_net(), coral_alignment([0.0, 1.0, 1.0]), target, epochs=2)
+    trainer.run()
+    assert trainer.state.iteration == 6
+    assert trainer.target_batches_drawn == 6  # a 2-batch target loader cycled three times
+    assert {"loss_seg", "loss_coral_l1", "loss_coral_l2"} <= set(trainer.state.output)
+
+
+def test_zero_weights_equal_the_source_only_baseline():
+    baseline, adapted = _net(), _net()
+    _trainer(baseline).run()
+    _trainer(adapted, mmd_alignment([0.0, 0.0, 0.0]), _batches(3, 5, labelled=False)).run()
+    for p, q in zip(baseline.parameters(), adapted.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_adaptation_without_target_loader_is_refused():
+    with pytest.raises(ValueError, match="target_data_loader"):
+        _trainer(_net(), mmd_alignment([0.0, 0.0, 1.0]), None)
+
+
+def test_negative_or_misshaped_level_weights_are_refused():
+    with pytest.raises(ValueError, match=">= 0"):
+        mmd_alignment([0.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="3 level weights"):
+        DomainAdversarial(_net(), [1.0, 1.0])
+
+
+def test_resume_from_checkpoint_reaches_the_uninterrupted_state(tmp_path):
+    target = _batches(3, 5, labelled=False)
+    full = _net()
+    _trainer(full, coral_alignment([0.0, 1.0, 1.0]), target, epochs=2).run()
+
+    first = _net()
+    trainer = _trainer(first, coral_alignment([0.0, 1.0, 1.0]), target, epochs=1)
+    TrainingCheckpoint(str(tmp_path), {"model": first, "optimizer": trainer.optimizer}).attach(trainer)
+    trainer.run()
+
+    resumed = _net()
+    trainer = _trainer(resumed, coral_alignment([0.0, 1.0, 1.0]), target, epochs=2)
+    TrainingCheckpoint(str(tmp_path), {"model": resumed, "optimizer": trainer.optimizer}, resume=True).attach(trainer)
+    trainer.run()
+    assert trainer.state.iteration == 6
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_dann_reverses_gradients_into_the_encoder():
+    network = _net()
+    objective = DomainAdversarial(network, [0.0, 0.0, 1.0], schedule=False, grl_max=1.0)
+    source, target = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)
+    from custom.engines import DomainBatch
+
+    def encoder_and_classifier_grads(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        network.zero_grad()
+        objective.zero_grad()
+        objective.classifiers["2"].grl.scale = scale
+        terms = objective(network, DomainBatch(source, network.encode(source)), DomainBatch(target, network.encode(target)))
+        terms["dann_l2"].backward()
+        head = objective.classifiers["2"].head.weight.grad.clone()
+        return network.encoder[2][1][0].conv.weight.grad.clone(), head
+
+    reversed_grad, head_reversed = encoder_and_classifier_grads(1.0)
+    plain_grad, head_plain = encoder_and_classifier_grads(-1.0)  # scale -1 = no reversal
+    torch.testing.assert_close(reversed_grad, -plain_grad)
+    torch.testing.assert_close(head_reversed, head_plain)  # the classifier itself is not reversed
+
+
+def test_ynet_reconstruction_only_sees_the_bottleneck():
+    ynet = YNet(_net()).eval()
+    features = ynet.unet.encode(torch.randn(2, 1, 16, 16))
+    changed = [torch.randn_like(f) for f in features[:-1]] + [features[-1]]
+    torch.testing.assert_close(ynet.reconstruct(features), ynet.reconstruct(changed))
+    bottleneck_changed = features[:-1] + [features[-1] + 1.0]
+    assert not torch.allclose(ynet.reconstruct(features), ynet.reconstruct(bottleneck_changed))
+
+
+@pytest.mark.parametrize(
+    "make_objective",
+    [
+        lambda net: Reconstruction(net, weight=1.0),
+        lambda net: TwoStream(net, weight=1.0, alignment=mmd_alignment([0.0, 0.0, 1.0])),
+        lambda net: DomainAdversarial(net, [0.0, 1.0, 1.0]),
+        lambda net: MeanTeacher(confidence=0.5),
+    ],
+    ids=["ynet", "two_stream", "dann", "mean_teacher"],
+)
+def test_every_objective_trains_and_changes_the_network(make_objective):
+    network = _net()
+    before = copy.deepcopy(network.state_dict())
+    objective = make_objective(network)
+    trainer = _trainer(network, objective, _batches(2, 5, labelled=False), epochs=1)
+    trainer.run()
+    names = [k for k in trainer.state.output if k.startswith("loss_") and k != "loss_seg"]
+    assert names and all(torch.isfinite(torch.tensor(trainer.state.output[k])) for k in names)
+    assert any(not torch.equal(before[k], v) for k, v in network.state_dict().items())
+
+
+def test_two_stream_source_images_use_the_source_stream():
+    network = _net()
+    objective = TwoStream(network)
+    assert objective.source_network(network) is objective.streams.source
+    assert objective.streams.weight_regularizer().item() == pytest.approx(0.0)
+    with torch.no_grad():
+        objective.streams.source.encoder[0][0].conv.weight.add_(0.5)
+    assert objective.streams.weight_regularizer().item() > 0
+
+
+def test_semi_supervised_target_labels_add_a_loss_term():
+    trainer = _trainer(_net(), labelled=_batches(2, 9), epochs=1)
+    trainer.run()
+    assert "loss_seg_target" in trainer.state.output
