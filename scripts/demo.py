@@ -36,7 +36,7 @@ def _bundle(configs: list[str], root: Path, **overrides) -> None:
         raise SystemExit(f"step {configs} failed (exit {result.returncode}); see {log}")
 
 
-def main(method: str = "histogram_match", iterations: int = 150, out: str = "demo_output", patch_size: int = 128) -> None:
+def main(method: str = "coral", iterations: int = 150, out: str = "demo_output", patch_size: int = 128) -> None:
     """Train source-only and ``method`` on the synthetic pair, evaluate both, segment the target volume."""
     if method not in METHODS:
         raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")

@@ -35,6 +35,7 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_bundle(configs: list[str], bundle_root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run`` with the given config files (names inside configs/)."""
+    bundle_root.mkdir(parents=True, exist_ok=True)
     files = [str(CONFIGS / c) for c in configs]
     config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(bundle_root), *overrides]
