@@ -43,3 +43,20 @@ def test_agrees_with_monai_metrics_used_by_the_bundle():
     precision, recall = (v.item() for v in cm.aggregate())
     assert precision == pytest.approx(ours["precision"], abs=1e-6)
     assert recall == pytest.approx(ours["recall"], abs=1e-6)
+
+
+def test_prediction_entropy_is_ln2_for_undecided_and_small_for_confident_networks():
+    from custom.metrics import mean_prediction_entropy, spearman
+
+    class Constant(torch.nn.Module):
+        def __init__(self, margin: float) -> None:
+            super().__init__()
+            self.margin = margin
+
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x), torch.full_like(x, self.margin)], 1)
+
+    batches = [torch.zeros(2, 1, 4, 4)]
+    assert mean_prediction_entropy(Constant(0.0), batches) == pytest.approx(np.log(2))
+    assert mean_prediction_entropy(Constant(8.0), batches) < 0.01
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
