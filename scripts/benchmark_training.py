@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fire
 import torch
+from ignite.engine import Events
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 METHODS = ("supervised", "mmd", "coral", "dann", "ynet", "two_stream", "self_training")
@@ -64,7 +65,7 @@ def one(method: str, iterations: int = 20, warmup: int = 3, patch: int = 256, ba
         decollate=False,
     )
     stamps: list[float] = []
-    trainer.add_event_handler("iteration_completed", lambda e: stamps.append(time.perf_counter()))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stamps.append(time.perf_counter()))
     trainer.run()
     timed = stamps[warmup:]
     seconds = (timed[-1] - stamps[warmup - 1]) / len(timed)

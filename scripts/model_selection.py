@@ -46,7 +46,7 @@ def rank(*roots: str, dataset_dir: str, patches: int = 32, size: int = 256, out:
     for root in roots:
         network = load_pretrained(parser.get_parsed_content("network_def", instantiate=True, lazy=False), Path(root) / "models" / "model.pt")
         iou = json.loads((Path(root) / "eval" / "metrics.json").read_text())["metrics"]["iou"]
-        rows.append({"run": str(root), "target_entropy": mean_prediction_entropy(network, batches), "target_test_iou": iou})
+        rows.append({"run": Path(root).name, "target_entropy": mean_prediction_entropy(network, batches), "target_test_iou": iou})
     rho = spearman([-r["target_entropy"] for r in rows], [r["target_test_iou"] for r in rows]) if len(rows) > 2 else float("nan")
     for r in sorted(rows, key=lambda r: r["target_entropy"]):
         print(f"{r['run']:<50} entropy {r['target_entropy']:.4f}   target IoU {r['target_test_iou']:.3f}")
