@@ -72,7 +72,7 @@ def one(method: str, iterations: int = 20, warmup: int = 3, patch: int = 256, ba
     return {"method": method, "s_per_iter": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run(iterations: int = 20, patch: int = 256, batch: int = 4, device: str = "cpu", out: str = str(RESULTS)) -> list[dict]:
+def run(iterations: int = 20, patch: int = 256, batch: int = 4, device: str = "cpu", out: str = str(RESULTS)) -> None:
     """Run every method in a subprocess, print the table, write ``training_benchmark.{md,json}``."""
     rows = []
     for method in METHODS:
@@ -93,7 +93,6 @@ def run(iterations: int = 20, patch: int = 256, batch: int = 4, device: str = "c
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "training_benchmark.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
     (out_dir / "training_benchmark.md").write_text(f"# Training iteration cost\n\n{setup}\n\n{table}")
-    return rows
 
 
 if __name__ == "__main__":
