@@ -7,7 +7,6 @@ blur and pixel size, so a model trained on the source sees a real domain shift o
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +142,3 @@ def ensure_synthetic_dataset(
     write_direction_datalist(root, root / "volumes" / "source", root / "volumes" / "target", name="synthetic")
     return str(root)
 
-
-if __name__ == "__main__":  # pragma: no cover - quick look at the pair
-    print(json.dumps(ensure_synthetic_dataset("data/synthetic"), indent=1))
