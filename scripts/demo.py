@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import fire
+
+from custom.utils import bundle_run_command
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "em_mitochondria" / "configs"
 METHODS = ("mmd", "coral", "dann", "ynet", "two_stream", "histogram_match")
 
 
 def _bundle(configs: list[str], root: Path, **overrides) -> None:
-    files = [str(CONFIGS / c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(root)]
+    args = []
     for key, value in overrides.items():
-        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    cmd = bundle_run_command([CONFIGS / c for c in configs], root, *args)
     log = root / "logs" / f"{'+'.join(Path(c).stem for c in configs)}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

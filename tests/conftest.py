@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,9 +35,9 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_bundle(configs: list[str], bundle_root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run`` with the given config files (names inside configs/)."""
     bundle_root.mkdir(parents=True, exist_ok=True)
-    files = [str(CONFIGS / c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(bundle_root), *overrides]
+    from custom.utils import bundle_run_command
+
+    cmd = bundle_run_command([CONFIGS / c for c in configs], bundle_root, *overrides)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=bundle_root)
     if result.returncode != 0:
         raise AssertionError(f"bundle run failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
