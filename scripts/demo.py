@@ -11,29 +11,23 @@ the adapted model and the path of the written mask.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import fire
 
-from custom.utils import bundle_run_command
+from custom.utils import run_bundle_logged
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "em_mitochondria" / "configs"
 METHODS = ("mmd", "coral", "dann", "ynet", "two_stream", "histogram_match")
 
 
 def _bundle(configs: list[str], root: Path, **overrides) -> None:
-    args = []
-    for key, value in overrides.items():
-        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
-    cmd = bundle_run_command([CONFIGS / c for c in configs], root, *args)
     log = root / "logs" / f"{'+'.join(Path(c).stem for c in configs)}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"step {configs} failed (exit {result.returncode}); see {log}")
+    try:
+        run_bundle_logged([CONFIGS / c for c in configs], root, log, **overrides)
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def main(method: str = "coral", iterations: int = 150, out: str = "demo_output", patch_size: int = 128) -> None:

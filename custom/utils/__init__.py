@@ -1,4 +1,4 @@
-from .bundle import bundle_run_command
+from .bundle import bundle_overrides, bundle_run_command, run_bundle_logged
 from .io import atomic_path, check_output_path
 
-__all__ = ["atomic_path", "bundle_run_command", "check_output_path"]
+__all__ = ["atomic_path", "bundle_overrides", "bundle_run_command", "check_output_path", "run_bundle_logged"]

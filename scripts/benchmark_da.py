@@ -1,0 +1,319 @@
+"""Real domain-adaptation benchmark: every method, both directions, several seeds, through the bundle.
+
+    python scripts/benchmark_da.py run --data-dir ../shared/data            # the CPU budget, resumable
+    python scripts/benchmark_da.py run --data-dir ../shared/data --quick    # ~10-minute smoke run
+    python scripts/benchmark_da.py run --device cuda --budget gpu           # larger budget on a GPU
+    python scripts/benchmark_da.py report                                   # tables + charts from the cache
+
+Each (direction, row, seed) trains and evaluates with ``python -m monai.bundle run`` and the row's
+override configs (``configs/da/*.json``); its metrics go to ``results/runs/<budget>/<direction>/
+<row>/seed<k>.json`` as soon as it finishes, so an interrupted benchmark resumes where it stopped
+(also on another machine: commit the JSON files). Models live under ``--work-dir`` (not committed);
+a row that needs another row's model (fine-tuning, self-training, AdaBN) retrains it if missing.
+
+Protocol (no target test labels anywhere): both volumes resampled to the budget's pixel size;
+source split 80/20 along x (train/validation), target split 67/33 along x (training region,
+unlabelled except for the oracle and the semi-supervised rows; test region). Fixed
+hyper-parameters from ``configs/da`` (chosen on synthetic data). The reported checkpoint is the last
+one; the checkpoint selected on source-validation IoU (label-free for the target) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fire
+import numpy as np
+
+from custom.utils import atomic_path, run_bundle_logged
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "em_mitochondria" / "configs"
+RESULTS = REPO / "results"
+DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
+METRICS = ("iou", "dice", "precision", "recall")
+
+# Training budgets: pixel size (nm), square patch (px), batch, epochs x iterations, validation interval.
+BUDGETS = {
+    "cpu": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 4, "max_epochs": 20, "iterations_per_epoch": 20, "val_interval": 5},
+    "gpu": {"pixel_size_nm": 5.0, "patch": 256, "batch_size": 8, "max_epochs": 60, "iterations_per_epoch": 50, "val_interval": 5},
+    "quick": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 5, "val_interval": 1},
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: override configs, extra overrides, and the rows it builds on."""
+
+    name: str
+    kind: str  # "bound", "uda" or "ssda"
+    configs: tuple[str, ...] = ()
+    overrides: dict = field(default_factory=dict)
+    pretrained: str | None = None  # row whose last checkpoint initialises this one
+    eval_configs: tuple[str, ...] = ()
+    train: bool = True  # False: evaluate the ``pretrained`` row's model with ``eval_configs`` only
+
+
+ROWS = (
+    Row("source_only", "bound"),
+    Row("oracle", "bound", ("da/oracle.json",)),
+    Row("histogram_match", "uda", ("da/histogram_match.json",)),
+    Row("adabn", "uda", pretrained="source_only", eval_configs=("da/adabn.json",), train=False),
+    Row("mmd", "uda", ("da/mmd.json",)),
+    Row("coral", "uda", ("da/coral.json",)),
+    Row("dann", "uda", ("da/dann.json",)),
+    Row("ynet", "uda", ("da/ynet.json",)),
+    Row("two_stream", "uda", ("da/two_stream.json",)),
+    Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
+    Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
+    Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
+    Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
+    Row("ynet_ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0, "freeze_encoder": True}, pretrained="ynet"),
+)
+ROW_BY_NAME = {row.name: row for row in ROWS}
+# Fixed before looking at any real result: self-training builds on CORAL, the best alignment
+# method on the synthetic pair (bundle docs); "best UDA" in the report is chosen the same way.
+BEST_UDA = "self_training"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Benchmark:
+    """Runs and caches the (direction, row, seed) grid for one budget."""
+
+    def __init__(self, data_root: Path, work_dir: Path, runs_dir: Path, budget: str, device: str, threads: int) -> None:
+        if budget not in BUDGETS:
+            raise SystemExit(f"unknown budget {budget!r}; choose from {sorted(BUDGETS)}.")
+        self.data_root, self.work_dir, self.runs_dir = data_root, work_dir / budget, runs_dir / budget
+        self.budget_name, self.budget = budget, BUDGETS[budget]
+        self.device = device
+        self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if device == "cpu":
+            self.env["CUDA_VISIBLE_DEVICES"] = ""
+
+    def _common(self, seed: int) -> dict:
+        b = self.budget
+        return {"pixel_size_nm": b["pixel_size_nm"], "seed": seed}
+
+    def result_path(self, direction: str, row: Row, seed: int) -> Path:
+        return self.runs_dir / direction / row.name / f"seed{seed}.json"
+
+    def run_root(self, direction: str, row: Row, seed: int) -> Path:
+        return self.work_dir / direction / row.name / f"seed{seed}"
+
+    def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
+        """The last checkpoint of ``row`` (training it first when it is not on disk)."""
+        target = row if row.train else ROW_BY_NAME[row.pretrained]
+        ckpt = self.run_root(direction, target, seed) / "models" / "model_final.pt"
+        if not ckpt.exists():
+            self._train(direction, target, seed)
+        return ckpt
+
+    def _train(self, direction: str, row: Row, seed: int) -> None:
+        b, root = self.budget, self.run_root(direction, row, seed)
+        overrides = {
+            **self._common(seed),
+            "dataset_dir": str(self.data_root / direction),
+            "patch_size": [b["patch"], b["patch"]],
+            "batch_size": b["batch_size"],
+            "max_epochs": b["max_epochs"],
+            "iterations_per_epoch": b["iterations_per_epoch"],
+            "val_interval": b["val_interval"],
+            **row.overrides,
+        }
+        if row.pretrained:
+            overrides["pretrained_checkpoint"] = str(self._checkpoint(direction, ROW_BY_NAME[row.pretrained], seed))
+        configs = [CONFIGS / "train.json", *(CONFIGS / c for c in row.configs)]
+        print(f"  train {direction}/{row.name}/seed{seed}", flush=True)
+        run_bundle_logged(configs, root, root / "logs" / "train.log", env=self.env, **overrides)
+
+    def _evaluate(self, direction: str, row: Row, seed: int, checkpoint: Path, name: str) -> dict:
+        root = self.run_root(direction, row, seed)
+        eval_dir = root / f"eval_{name}"
+        configs = [CONFIGS / "inference.json", CONFIGS / "evaluate.json", *(CONFIGS / c for c in row.eval_configs)]
+        roi = [self.budget["patch"], self.budget["patch"]]
+        run_bundle_logged(
+            configs, root, root / "logs" / f"eval_{name}.log", env=self.env,
+            **self._common(seed), dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint), eval_dir=str(eval_dir), roi_size=roi,
+        )
+        return json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+
+    def run_one(self, direction: str, row: Row, seed: int) -> dict:
+        """Train (if the row trains) and evaluate one cell; write and return its cached result."""
+        out = self.result_path(direction, row, seed)
+        if out.exists():
+            return json.loads(out.read_text())
+        start = time.time()
+        last = self._checkpoint(direction, row, seed)
+        models = last.parent
+        metrics_last = self._evaluate(direction, row, seed, last, "last")
+        selected = models / "model.pt"
+        metrics_selected = self._evaluate(direction, row, seed, selected, "selected") if row.train and selected.exists() else metrics_last
+        result = {
+            "direction": direction,
+            "row": row.name,
+            "kind": row.kind,
+            "seed": seed,
+            "budget": {"name": self.budget_name, **self.budget},
+            "configs": list(row.configs) + list(row.eval_configs),
+            "overrides": row.overrides,
+            "pretrained": row.pretrained,
+            "metrics_last": metrics_last,
+            "metrics_source_val_selected": metrics_selected,
+            "wall_s": round(time.time() - start, 1),
+            "device": self.device,
+            "machine": platform.machine(),
+            "commit": _git_commit(),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+        print(f"  {direction}/{row.name}/seed{seed}: IoU {metrics_last['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
+        return result
+
+
+def _prepare(data_dir: str, prepared: Path) -> Path:
+    if not (prepared / "prepared.json").exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "from_dir", data_dir, str(prepared)], check=True)
+    return prepared
+
+
+def run(
+    data_dir: str = "../shared/data",
+    seeds: int | tuple = 3,
+    rows: str | tuple = "",
+    directions: str | tuple = DIRECTIONS,
+    budget: str = "cpu",
+    quick: bool = False,
+    device: str = "cpu",
+    threads: int = 2,
+    work_dir: str = "runs/benchmark_da",
+    runs_dir: str = str(RESULTS / "runs"),
+) -> None:
+    """Run every missing (direction, row, seed) of the grid, then write the report.
+
+    ``seeds``: a count (0..n-1) or a tuple of seeds; ``rows``/``directions``: restrict the grid;
+    ``quick``: the ``quick`` budget, one seed, one direction unless given, results under ``work_dir`` (not the committed cache).
+    """
+    if quick:
+        budget, seeds, runs_dir = "quick", (0,), str(Path(work_dir) / "quick_results")
+        directions = directions if directions != DIRECTIONS else DIRECTIONS[:1]
+    seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    row_list = [ROW_BY_NAME[r] for r in ((rows,) if isinstance(rows, str) and rows else rows or ())] or list(ROWS)
+    direction_list = (directions,) if isinstance(directions, str) else tuple(directions)
+    prepared = _prepare(data_dir, Path(work_dir) / "prepared")
+    bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, device, threads)
+    for seed in seed_list:
+        for direction in direction_list:
+            for row in row_list:
+                bench.run_one(direction, row, seed)
+    report(runs_dir=runs_dir, budget=budget, out=str(Path(runs_dir).parent) if not quick else runs_dir)
+
+
+def _load(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/*/seed*.json"))]
+
+
+def summarise(results: list[dict], key: str = "metrics_last") -> dict:
+    """Mean and std over seeds per (direction, row), plus the fraction of the source-only → oracle gap closed."""
+    table: dict = {}
+    for direction in DIRECTIONS:
+        cells = {}
+        for row in ROWS:
+            runs = [r for r in results if r["direction"] == direction and r["row"] == row.name]
+            if not runs:
+                continue
+            cell = {"n_seeds": len(runs), "seeds": sorted(r["seed"] for r in runs)}
+            for metric in METRICS:
+                values = np.array([r[key][metric] for r in runs], dtype=float)
+                cell[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            cell["iou_source_val_selected"] = float(np.mean([r["metrics_source_val_selected"]["iou"] for r in runs]))
+            cells[row.name] = cell
+        low, high = cells.get("source_only"), cells.get("oracle")
+        if low and high and high["iou"]["mean"] > low["iou"]["mean"]:
+            span = high["iou"]["mean"] - low["iou"]["mean"]
+            for cell in cells.values():
+                cell["gap_closed"] = (cell["iou"]["mean"] - low["iou"]["mean"]) / span
+        if cells:
+            table[direction] = cells
+    return table
+
+
+def _markdown(table: dict, budget: dict) -> str:
+    lines = [
+        "# Domain-adaptation benchmark: EM mitochondria, Drosophila VNC ↔ FAFB",
+        "",
+        f"Budget: {budget}. Target test region = last 33 % of the target volume along x; metrics of the",
+        "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
+        "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only).",
+        "",
+    ]
+    for direction, cells in table.items():
+        lines += [f"## {direction.replace('_to_', ' → ').upper()}", "", "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, c in cells.items():
+            fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
+            gap = f"{100 * c['gap_closed']:.0f} %" if "gap_closed" in c else "–"
+            lines.append(f"| {name} | {ROW_BY_NAME[name].kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | {c['iou_source_val_selected']:.3f} | {gap} |")
+        lines.append("")
+    lines += [
+        "Reference points on other data (not comparable): Roels et al. 2019, EPFL → VNC, IoU %: FT 28.70,",
+        "MMD 44.96, CORAL 40.28, DANN 49.90, Y-Net 49.55; DA-ISC (Huang et al. 2022), VNC → EPFL: 68.65 / 74.31.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _bar_chart(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(table), figsize=(7 * len(table), 4.5), squeeze=False)
+    colours = {"bound": "0.55", "uda": "tab:blue", "ssda": "tab:orange"}
+    for ax, (direction, cells) in zip(axes[0], table.items()):
+        names = list(cells)
+        means = [cells[n]["iou"]["mean"] for n in names]
+        stds = [cells[n]["iou"]["std"] for n in names]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color=[colours[ROW_BY_NAME[n].kind] for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+        ax.set_ylabel("target-test IoU (last checkpoint)")
+        ax.set_title(direction.replace("_to_", " → ").upper())
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str = str(RESULTS)) -> dict:
+    """Aggregate the cached runs of ``budget`` into ``da_benchmark.{md,json,png}`` under ``out``."""
+    results = _load(Path(runs_dir) / budget)
+    if not results:
+        raise SystemExit(f"no cached runs under {Path(runs_dir) / budget}; run the benchmark first.")
+    table = summarise(results)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = _markdown(table, BUDGETS[budget])
+    for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
+        with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
+            tmp.write_text(content)
+    _bar_chart(table, out_dir / "da_benchmark.png")
+    print(text)
+    return table
+
+
+if __name__ == "__main__":
+    fire.Fire({"run": run, "report": report})
