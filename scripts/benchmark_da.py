@@ -185,8 +185,8 @@ class Benchmark:
 
 
 def _prepare(data_dir: str, prepared: Path) -> Path:
-    if not (prepared / "prepared.json").exists():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "from_dir", data_dir, str(prepared)], check=True)
+    """Convert the real data once (``prepare_data.py from_dir`` keeps a complete earlier result)."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "from_dir", data_dir, str(prepared)], check=True)
     return prepared
 
 
