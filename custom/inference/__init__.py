@@ -1,6 +1,22 @@
-"""Sliding-window inference over whole EM volumes and writing its results."""
+"""Sliding-window inference over EM volumes: whole volumes in the bundle, blockwise at scale, writers."""
 
+from .blocks import Block, sliding_window_blocks
+from .blockwise import segment_volume
 from .inferers import make_volume_inferer
+from .instances import label_instances
+from .predictor import VolumePredictor, WindowNetwork
 from .savers import SaveVolumePredictiond, affine_spacing
+from .zarr_output import ZarrSegmentation
 
-__all__ = ["SaveVolumePredictiond", "affine_spacing", "make_volume_inferer"]
+__all__ = [
+    "Block",
+    "SaveVolumePredictiond",
+    "VolumePredictor",
+    "WindowNetwork",
+    "ZarrSegmentation",
+    "affine_spacing",
+    "label_instances",
+    "make_volume_inferer",
+    "segment_volume",
+    "sliding_window_blocks",
+]
