@@ -1,0 +1,228 @@
+"""Blockwise segmentation equals whole-volume MONAI inference; resumes; shards over torchrun ranks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from monai.inferers import SliceInferer, sliding_window_inference
+from monai.transforms import NormalizeIntensity
+
+from custom.data import EMDataError
+from custom.data.lazy import open_volume
+from custom.data.writers import write_volume
+from custom.inference import VolumePredictor, WindowNetwork, label_instances, segment_volume, sliding_window_blocks
+from custom.networks import UNet
+
+from .conftest import REPO_ROOT
+
+
+def _conv_net(spatial_dims: int) -> torch.nn.Module:
+    conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+    torch.manual_seed(0)
+    return torch.nn.Sequential(conv(1, 4, 3, padding=1), torch.nn.ReLU(), conv(4, 2, 3, padding=1)).eval()
+
+
+def _volume(shape=(5, 70, 90), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(120, 30, shape)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocks_reproduce_whole_volume_sliding_window(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(4, 32, 3))
+    roi = tuple(int(rng.integers(1, s + 1)) for s in shape)
+    overlap = float(rng.choice([0.0, 0.25, 0.5, 0.7]))
+    block = tuple(int(rng.integers(1, s + 1)) for s in shape)
+    net = _conv_net(3)
+    x = torch.from_numpy(rng.normal(size=(1, 1, *shape)).astype(np.float32))
+    with torch.no_grad():
+        whole = sliding_window_inference(x, roi, 3, net, overlap=overlap, mode="gaussian")
+        out = torch.full_like(whole, float("nan"))
+        for b in sliding_window_blocks(shape, roi, overlap, block):
+            pred = sliding_window_inference(x[(..., *b.region)], roi, 3, net, overlap=overlap, mode="gaussian")
+            out[(..., *b.core)] = pred[(..., *b.core_in_region)]
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_blocks_reject_roi_larger_than_volume():
+    with pytest.raises(ValueError, match="larger than the volume"):
+        sliding_window_blocks((4, 50, 50), (1, 64, 64), 0.25, (4, 32, 32))
+
+
+def _plain_monai_probability(volume: np.ndarray, net: torch.nn.Module, roi, overlap) -> np.ndarray:
+    """The reference: z-score the whole volume, MONAI SliceInferer, softmax foreground."""
+    x = NormalizeIntensity()(torch.from_numpy(volume.astype(np.float32)))[None, None]
+    with torch.no_grad():
+        logits = SliceInferer(spatial_dim=0, roi_size=roi, sw_batch_size=4, overlap=overlap, mode="gaussian")(x, net)
+    return torch.softmax(logits, 1)[0, 1].numpy()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_segment_volume_equals_plain_monai(tmp_path, channels_last):
+    volume = _volume()
+    tifffile.imwrite(tmp_path / "in.tif", volume)
+    net = UNet(2, channels=(4, 8, 16)).eval()
+    reference = _plain_monai_probability(volume, net, (32, 48), 0.25)
+    predictor = VolumePredictor(net, 2, (32, 48), overlap=0.25, sw_batch_size=7, channels_last=channels_last)
+    summary = segment_volume(open_volume(tmp_path / "in.tif"), predictor, tmp_path / "out.zarr", block_shape=(2, 40, 40), prob_dtype="float16", progress=False)
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    prob = root["probability"][...].astype(np.float32)
+    assert summary["blocks"] > 4 and root.attrs["segmentation"]["complete"]
+    np.testing.assert_allclose(prob, reference, atol=2e-3)  # float16 storage
+    certain = np.abs(reference - 0.5) > 1e-4
+    np.testing.assert_array_equal(root["labels/mask/0"][...][certain], (reference > 0.5)[certain])
+    assert root.attrs["multiscales"][0]["datasets"][0]["path"] == "probability"
+
+
+def test_segment_volume_3d_anisotropic_roi(tmp_path):
+    volume = _volume((12, 40, 44), seed=1)
+    net = _conv_net(3)
+    predictor = VolumePredictor(net, 3, (4, 16, 16), overlap=0.5, channels_last=False)
+    write_volume(tmp_path / "in.nii.gz", volume, (40.0, 4.0, 4.0))
+    lazy = open_volume(tmp_path / "in.nii.gz")
+    assert lazy.spacing == (40.0, 4.0, 4.0) and lazy.shape == volume.shape
+    segment_volume(lazy, predictor, tmp_path / "out.tif", block_shape=(4, 16, 16), progress=False)
+    x = NormalizeIntensity()(torch.from_numpy(volume.astype(np.float32)))[None, None]
+    with torch.no_grad():
+        reference = torch.softmax(sliding_window_inference(x, (4, 16, 16), 4, net, overlap=0.5, mode="gaussian"), 1)[0, 1].numpy()
+    prob = tifffile.imread(tmp_path / "out_prob.tif")
+    np.testing.assert_allclose(prob / 255.0, reference, atol=0.5 / 255 + 1e-6)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashAfter:
+    """A predictor that dies after ``n`` blocks, like a killed process."""
+
+    def __init__(self, predictor: VolumePredictor, n: int) -> None:
+        self.predictor, self.n = predictor, n
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def __call__(self, region):
+        if self.n == 0:
+            raise _Crash
+        self.n -= 1
+        return self.predictor(region)
+
+
+def test_killed_run_resumes_and_skips_finished_blocks(tmp_path):
+    volume = _volume((4, 64, 64), seed=2)
+    tifffile.imwrite(tmp_path / "in.tif", volume)
+    predictor = VolumePredictor(UNet(2, channels=(4, 8)).eval(), 2, (32, 32))
+    lazy = open_volume(tmp_path / "in.tif")
+    kwargs = {"block_shape": (1, 32, 32), "progress": False, "num_workers": 0}
+    with pytest.raises(_Crash):
+        segment_volume(lazy, _CrashAfter(predictor, 5), tmp_path / "out.zarr", **kwargs)
+    assert not zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["segmentation"]["complete"]
+    resumed = segment_volume(lazy, predictor, tmp_path / "out.zarr", **kwargs)
+    assert resumed["skipped"] == 5 and resumed["processed"] == resumed["blocks"] - 5
+    segment_volume(lazy, predictor, tmp_path / "fresh.zarr", **kwargs)
+    a, b = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("out.zarr", "fresh.zarr"))
+    np.testing.assert_array_equal(a["probability"][...], b["probability"][...])
+    assert not (tmp_path / "out.zarr.progress").exists()
+    with pytest.raises(EMDataError, match="--overwrite"):
+        segment_volume(lazy, predictor, tmp_path / "out.zarr", **kwargs)
+
+
+def test_blockwise_instances_match_whole_volume_labelling():
+    import cc3d
+
+    rng = np.random.default_rng(3)
+    mask = (rng.random((9, 40, 40)) > 0.6).astype(np.uint8)
+    cores = [b.core for b in sliding_window_blocks(mask.shape, (1, 8, 8), 0.0, (3, 8, 16))]
+    labels = np.zeros(mask.shape, np.uint32)
+    count = label_instances(mask, labels, cores)
+    reference, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
+    assert count == n
+    pairs = np.unique(np.stack([labels[mask > 0], reference[mask > 0]], 1), axis=0)
+    assert len(pairs) == n  # a one-to-one relabelling
+    assert set(np.unique(labels)) == set(range(n + 1))
+
+
+def test_window_network_flip_tta_averages_flipped_predictions():
+    net = _conv_net(2)
+    x = torch.randn(2, 1, 16, 16)
+    tta = WindowNetwork(net, 2, channels_last=False, flip_axes=(0, 1))
+    with torch.no_grad():
+        expected = (net(x) + net(x.flip(2)).flip(2) + net(x.flip(3)).flip(3)) / 3
+        torch.testing.assert_close(tta(x), expected)
+
+
+def test_lazy_readers_match_eager(tmp_path):
+    volume = _volume((3, 20, 30))
+    (tmp_path / "sections").mkdir()
+    for i, section in enumerate(volume):
+        tifffile.imwrite(tmp_path / "sections" / f"{i:03d}.tif", section)
+    write_volume(tmp_path / "v.zarr", volume, (50.0, 5.0, 5.0))
+    tifffile.imwrite(tmp_path / "v.tif", volume, compression="zlib")
+    box = (slice(1, 3), slice(5, 17), slice(2, 29))
+    for path in ("sections", "v.zarr", "v.tif"):
+        lazy = open_volume(tmp_path / path)
+        assert lazy.shape == volume.shape
+        np.testing.assert_array_equal(lazy.read(box), volume[box])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: p / "missing.tif", "not found"),
+        (lambda p: (tifffile.imwrite(p / "4d.tif", np.zeros((2, 2, 8, 8, 2), np.uint8)), p / "4d.tif")[1], "volume"),
+        (lambda p: (zarr.create_array(str(p / "s.zarr"), shape=(2, 8, 8), dtype="<U2"), p / "s.zarr")[1], "numeric"),
+        (lambda p: (tifffile.imwrite(p / "small.tif", np.zeros((2, 16, 16), np.uint8)), p / "small.tif")[1], "larger than the volume"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_output(tmp_path, make, match):
+    predictor = VolumePredictor(_conv_net(2), 2, (32, 32), channels_last=False)
+    with pytest.raises(EMDataError, match=match):
+        segment_volume(open_volume(make(tmp_path)), predictor, tmp_path / "out.zarr", progress=False)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def _segment_cli(args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([*runner, str(REPO_ROOT / "scripts" / "segment.py"), "run", *args], capture_output=True, text=True, env=env, check=check, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.manual_seed(0)
+    torch.save(UNet(2).state_dict(), path)
+    return str(path)
+
+
+def test_torchrun_two_processes_equal_one_process_bit_for_bit(tmp_path, checkpoint):
+    write_volume(tmp_path / "in.zarr", _volume((4, 96, 100), seed=4), (50.0, 5.0, 5.0))
+    common = ["--checkpoint", checkpoint, "--device", "cpu", "--roi-size", "64,64", "--block-shape", "1,64,64", "--instances", "--prob-dtype", "float16"]
+    _segment_cli([str(tmp_path / "in.zarr"), str(tmp_path / "one.zarr"), *common])
+    result = _segment_cli([str(tmp_path / "in.zarr"), str(tmp_path / "two.zarr"), *common], nproc=2)
+    assert '"world_size": 2' in result.stdout
+    one, two = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("one.zarr", "two.zarr"))
+    for key in ("probability", "labels/mask/0", "labels/instances/0"):
+        np.testing.assert_array_equal(one[key][...], two[key][...])
+    assert two.attrs["segmentation"]["complete"]
+
+
+def test_cli_refuses_existing_output_without_overwrite(tmp_path, checkpoint):
+    tifffile.imwrite(tmp_path / "in.tif", _volume((2, 64, 64)))
+    args = [str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--checkpoint", checkpoint, "--roi-size", "64,64"]
+    _segment_cli(args)
+    before = (tmp_path / "out_mask.tif").read_bytes()
+    result = _segment_cli(args, check=False)
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert (tmp_path / "out_mask.tif").read_bytes() == before
+    shutil.rmtree(tmp_path, ignore_errors=True)
