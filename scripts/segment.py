@@ -79,11 +79,13 @@ def run(
     num_workers: int = 1,
     overwrite: bool = False,
     summary_json: str | None = None,
+    config_overrides: dict | None = None,
 ) -> dict:
     """Segment ``input`` into ``output``; prints and returns a summary (blocks, voxels/s, instances).
 
     ``tta`` averages the plain and in-plane flipped windows. ``block_shape`` is the core block
     (Z, Y, X) read at once (plus a halo of roi - stride); peak memory grows with it, not with the volume.
+    ``config_overrides`` sets other ``inference.json`` ids, e.g. ``'{"network_def#channels": [8, 16, 32]}'``.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rank, world, device = _init_distributed(device)
@@ -93,7 +95,7 @@ def run(
             raise EMDataError(f"{checkpoint}: checkpoint not found (expected a model.pt from a training run).")
         predictor, parser = load_bundle_predictor(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
-            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1],
+            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], **(config_overrides or {}),
         )
         _spacing_warning(volume.spacing, float(parser["pixel_size_nm"]))
         summary = segment_volume(

@@ -45,7 +45,7 @@ def _axis_regions(length: int, roi: int, overlap: float, core_size: int) -> list
     if roi > length:
         raise ValueError(f"roi {roi} is larger than the volume extent {length} along an axis.")
     stride = window_stride(length, roi, overlap)
-    core_size = max(1, core_size // stride) * stride
+    core_size = length if core_size >= length else max(1, core_size // stride) * stride
     last_start = _floor(length - roi, stride)  # the last window start on the regular grid
     pairs = []
     for c0 in range(0, length, core_size):
@@ -62,8 +62,8 @@ def sliding_window_blocks(
     """Blocks covering ``shape`` (Z, Y, X) for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap``.
 
     For a 2D model pass ``roi_size`` (1, Y, X): sections are independent, so blocks need no z halo.
-    ``block_shape`` is the requested core size; each axis is rounded down to a multiple of the window
-    stride (at least one stride). Blocks are ordered z, then y, then x.
+    ``block_shape`` is the requested core size; an axis shorter than it is one block, otherwise the
+    size is rounded down to a multiple of the window stride (at least one stride). Blocks are ordered z, then y, then x.
     """
     if not (len(shape) == len(roi_size) == len(block_shape)):
         raise ValueError(f"shape {tuple(shape)}, roi_size {tuple(roi_size)} and block_shape {tuple(block_shape)} differ in length.")

@@ -124,6 +124,7 @@ def segment_volume(
     volumes only; ``<stem>_prob``/``_mask``(/``_instances``) files written once at the end. An
     existing output is an error unless ``overwrite`` (an unfinished zarr of the same run is resumed).
     """
+    start = time.perf_counter()
     output = Path(output)
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     try:
@@ -155,7 +156,7 @@ def segment_volume(
     todo = [b for b in blocks[rank::world] if b.index not in done]
     memory = None if store else {"prob": np.zeros(volume.shape, prob_dtype), "mask": np.zeros(volume.shape, np.uint8)}
     mean, std = np.float32(stats["mean"]), np.float32(stats["std"])
-    start, voxels = time.perf_counter(), 0
+    voxels = 0
     bar = tqdm(total=len(todo), desc=f"segment (rank {rank})" if world > 1 else "segment", unit="block", disable=not progress or rank != 0)
     for block, region in _prefetched(volume, todo, num_workers):
         prob = predictor((region.astype(np.float32) - mean) / std)[block.core_in_region]
