@@ -10,7 +10,9 @@ Every variant runs in its own process (so peak RSS is its own) on the same model
 * ``monai``: load the whole volume, ``NormalizeIntensity``, ``SliceInferer`` (sw_batch_size 4), eager
   float32, ``torch.no_grad`` — the plain MONAI way;
 * ``ours``: ``scripts/segment.py`` (lazy blocks, channels-last, sections batched, zarr output);
-* ``ours x2``: the same under ``torchrun --nproc_per_node=2`` (one thread per process).
+* ``ours x2``: the same under ``torchrun --nproc_per_node=2`` (one thread per process);
+* both again with ``--backend onnxruntime`` (windows through ONNX Runtime; the export at start-up
+  is not timed, like model loading).
 
 The table reports voxels/s (end to end, including reading and writing), the ratio to plain MONAI,
 peak RSS, and how many mask voxels differ from the plain MONAI mask. Writes
@@ -86,9 +88,9 @@ def _run_worker(name: str, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def ours_worker(volume: str, checkpoint: str, output: str, nproc: int = 1, block_shape: str = "16,1024,1024") -> None:
+def ours_worker(volume: str, checkpoint: str, output: str, nproc: int = 1, backend: str = "torch", block_shape: str = "4,1024,1024") -> None:
     """(Worker) our engine through scripts/segment.py; prints a JSON line with the peak RSS of its processes."""
-    timing = _ours(volume, checkpoint, output, int(nproc), ["--block-shape", str(block_shape)])
+    timing = _ours(volume, checkpoint, output, int(nproc), ["--block-shape", str(block_shape), "--backend", backend])
     print(json.dumps({**timing, "peak_rss_mb": _peak_rss_mb(children=True)}))
 
 
@@ -118,7 +120,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Volume {meta['volume']} ({' x '.join(map(str, meta['shape']))} = {meta['voxels'] / 1e6:.1f} Mvox), "
         f"bundle network (2D U-Net), roi {ROI[0]}x{ROI[1]}, overlap {OVERLAP}, Gaussian blending, "
-        f"{meta['cpu_count']} CPU cores, torch {meta['torch']}. Each variant is its own process; times run from reading the "
+        f"{meta['cpu_count']} CPU cores, torch {meta['torch']}. Each variant is its own process, best of {meta['repeats']} interleaved runs; times run from reading the "
         "volume to the finished mask (reading, normalisation, inference, writing; model loading and imports excluded).",
         "",
         "| variant | seconds | Mvox/s | vs plain MONAI | peak RSS (MB) | mask voxels differing from MONAI |",
@@ -132,8 +134,10 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(volume: str | None = None, checkpoint: str | None = None, sections: int = 16, pixels: int = 1024, out_dir: str = str(RESULTS)) -> list[dict]:
-    """Plain MONAI vs ours (1 and 2 processes) on one volume; prints the table, writes md + json."""
+def run(
+    volume: str | None = None, checkpoint: str | None = None, sections: int = 16, pixels: int = 1024, repeats: int = 2, out_dir: str = str(RESULTS)
+) -> list[dict]:
+    """Plain MONAI vs ours (1 and 2 processes) on one volume, ``repeats`` interleaved rounds (fastest kept)."""
     import zarr
 
     from custom.data.lazy import open_volume
@@ -147,18 +151,24 @@ def run(volume: str | None = None, checkpoint: str | None = None, sections: int 
         checkpoint = checkpoint or _random_checkpoint(tmp_path / "model.pt")
         shape = open_volume(volume).shape
         n = int(np.prod(shape))
-        plain = _run_worker("monai_baseline", volume, checkpoint, str(tmp_path / "monai_mask.npy"))
+        variants = {"plain MONAI (SliceInferer, whole volume)": ("monai_baseline", str(tmp_path / "monai_mask.npy"), None)}
+        for nproc, backend in ((1, "torch"), (2, "torch"), (1, "onnxruntime"), (2, "onnxruntime")):
+            name = f"ours, {nproc} process{'es' if nproc > 1 else ''}, {backend}"
+            variants[name] = ("ours_worker", str(tmp_path / f"ours{nproc}{backend}.zarr"), [str(nproc), backend])
+        runs: dict[str, list[dict]] = {name: [] for name in variants}
+        for _ in range(repeats):  # interleaved, so drifting machine load affects every variant alike
+            for name, (worker, output, args) in variants.items():
+                runs[name].append(_run_worker(worker, volume, checkpoint, output, *(args or [])))
         reference = np.load(tmp_path / "monai_mask.npy")
-        rows = [{"variant": "plain MONAI (SliceInferer, whole volume)", **plain, "mask_diff": 0}]
-        for nproc in (1, 2):
-            output = tmp_path / f"ours{nproc}.zarr"
-            timing = _run_worker("ours_worker", volume, checkpoint, str(output), str(nproc))
-            mask = zarr.open_group(str(output), mode="r")["labels/mask/0"][...]
-            rows.append({"variant": f"ours, {nproc} process{'es' if nproc > 1 else ''}", **timing, "mask_diff": int((mask != reference).sum())})
+        rows = []
+        for name, (worker, output, _) in variants.items():
+            mask = reference if worker == "monai_baseline" else zarr.open_group(output, mode="r")["labels/mask/0"][...]
+            best = min(runs[name], key=lambda r: r["seconds"])
+            rows.append({"variant": name, **best, "all_seconds": [r["seconds"] for r in runs[name]], "mask_diff": int((mask != reference).sum())})
     for row in rows:
         row["voxels_per_s"] = n / row["seconds"]
         row["speedup"] = rows[0]["seconds"] / row["seconds"]
-    meta = {"volume": name, "shape": list(shape), "voxels": n, "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform()}
+    meta = {"repeats": repeats, "volume": name, "shape": list(shape), "voxels": n, "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform()}
     text = _markdown(rows, meta)
     print(text)
     out = Path(out_dir)

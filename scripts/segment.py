@@ -37,8 +37,7 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, device
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
@@ -71,6 +70,7 @@ def run(
     overlap: float | None = None,
     sw_batch_size: int | None = None,
     tta: bool = False,
+    backend: str = "torch",
     threshold: float | None = None,
     prob_dtype: str = "uint8",
     instances: bool = False,
@@ -83,7 +83,8 @@ def run(
 ) -> dict:
     """Segment ``input`` into ``output``; prints and returns a summary (blocks, voxels/s, instances).
 
-    ``tta`` averages the plain and in-plane flipped windows. ``block_shape`` is the core block
+    ``tta`` averages the plain and in-plane flipped windows. ``backend`` ``onnxruntime`` runs the
+    windows through ONNX Runtime on CPU (exported once at start; needs the ``export`` extra). ``block_shape`` is the core block
     (Z, Y, X) read at once (plus a halo of roi - stride); peak memory grows with it, not with the volume.
     ``config_overrides`` sets other ``inference.json`` ids, e.g. ``'{"network_def#channels": [8, 16, 32]}'``.
     """
@@ -95,7 +96,7 @@ def run(
             raise EMDataError(f"{checkpoint}: checkpoint not found (expected a model.pt from a training run).")
         predictor, parser = load_bundle_predictor(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
-            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], **(config_overrides or {}),
+            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], backend=backend, **(config_overrides or {}),
         )
         _spacing_warning(volume.spacing, float(parser["pixel_size_nm"]))
         summary = segment_volume(

@@ -226,3 +226,12 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path, checkpoint):
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (tmp_path / "out_mask.tif").read_bytes() == before
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_onnxruntime_backend_matches_torch():
+    pytest.importorskip("onnxruntime")
+    region = np.random.default_rng(5).normal(size=(3, 40, 50)).astype(np.float32)
+    net = UNet(2, channels=(4, 8)).eval()
+    torch_prob = VolumePredictor(net, 2, (32, 32), sw_batch_size=4)(region)
+    onnx_prob = VolumePredictor(net, 2, (32, 32), sw_batch_size=4, backend="onnxruntime")(region)
+    np.testing.assert_allclose(onnx_prob, torch_prob, atol=1e-5)

