@@ -92,8 +92,6 @@ def run(
     rank, world, device = _init_distributed(device)
     try:
         volume = open_volume(input, spacing=input_spacing, zarr_key=zarr_key)
-        if checkpoint and not Path(checkpoint).is_file():
-            raise EMDataError(f"{checkpoint}: checkpoint not found (expected a model.pt from a training run).")
         predictor, parser = load_bundle_predictor(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
             overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], backend=backend, **(config_overrides or {}),

@@ -19,13 +19,14 @@ import numpy as np
 from .readers import (
     NIFTI_SUFFIXES,
     SECTION_SUFFIXES,
-    ZARR_SUFFIXES,
     EMDataError,
     Spacing,
     _read_section,
-    _tiff_spacing,
     _suffix,
-    check_spacing,
+    _tiff_spacing,
+    check_volume,
+    is_zarr,
+    nifti_unit_scale,
     read_volume,
 )
 
@@ -94,7 +95,7 @@ def _open_nifti(path: Path) -> tuple[Any, Spacing]:
         raise EMDataError(f"{path}: cannot be read as NIfTI ({type(err).__name__}: {err}).") from err
     if len(image.shape) != 3:
         raise EMDataError(f"{path}: expected a 3D (X, Y, Z) NIfTI volume, got shape {image.shape}.")
-    scale = {"meter": 1e9, "mm": 1e6, "micron": 1e3}.get(image.header.get_xyzt_units()[0], 1.0)
+    scale = nifti_unit_scale(image.header)
     spacing = tuple(round(float(v) * scale, 3) for v in reversed(image.header.get_zooms()[:3]))
     return _ReversedAxes(image.dataobj), spacing  # type: ignore[return-value]
 
@@ -124,7 +125,7 @@ def open_volume(
         raise EMDataError(f"{path}: file not found (expected a TIFF, folder of sections, NIfTI, MHA/NRRD or zarr volume).")
     suffix = _suffix(path)
     file_spacing: Spacing | None = None
-    if suffix in ZARR_SUFFIXES or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))):
+    if is_zarr(path):
         array, file_spacing = read_volume(path, lazy=True, zarr_key=zarr_key)
     elif path.is_dir():
         array = _SectionFolder(path)
@@ -138,13 +139,4 @@ def open_volume(
         array, file_spacing = read_volume(path)
     if len(array.shape) == 2:
         array = np.asarray(array)[None]
-    if len(array.shape) != 3:
-        raise EMDataError(f"{path}: expected a 2D section or a (Z, Y, X) volume, got shape {tuple(array.shape)}.")
-    dtype = np.dtype(array.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-        raise EMDataError(f"{path}: expected a numeric image, got dtype {dtype}.")
-    if spacing is not None:
-        file_spacing = check_spacing(spacing, str(path))
-    elif file_spacing is not None:
-        file_spacing = check_spacing(file_spacing, str(path))
-    return LazyVolume(path, array, file_spacing)
+    return LazyVolume(path, array, check_volume(array, path, spacing, file_spacing))

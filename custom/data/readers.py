@@ -119,6 +119,11 @@ def _read_sections(folder: Path, channel: int | None) -> np.ndarray:
     return np.stack(sections)
 
 
+def nifti_unit_scale(header) -> float:
+    """Factor from a NIfTI header's spatial unit to nm (1 when the unit is unknown)."""
+    return {"meter": 1e9, "mm": 1e6, "micron": 1e3}.get(header.get_xyzt_units()[0], 1.0)
+
+
 def _read_monai(path: Path) -> tuple[np.ndarray, Spacing]:
     """NIfTI / ITK formats through MONAI's readers; arrays come back (X, Y, Z) and are transposed."""
     from monai.data import ITKReader, NibabelReader
@@ -136,8 +141,7 @@ def _read_monai(path: Path) -> tuple[np.ndarray, Spacing]:
     if _suffix(path) in NIFTI_SUFFIXES:
         import nibabel
 
-        unit = nibabel.load(str(path)).header.get_xyzt_units()[0]
-        scale = {"meter": 1e9, "mm": 1e6, "micron": 1e3}.get(unit, 1.0)
+        scale = nifti_unit_scale(nibabel.load(str(path)).header)
     spacing_xyz = [round(p * scale, 3) for p in pixdim[: array.ndim]]
     array = array.T
     spacing = tuple(reversed(spacing_xyz))
@@ -198,6 +202,25 @@ def check_spacing(spacing: Sequence[float], source: str) -> Spacing:
     return values  # type: ignore[return-value]
 
 
+def is_zarr(path: Path) -> bool:
+    """A zarr store: a .zarr suffix or a folder holding zarr metadata (v2 or v3)."""
+    return _suffix(path) in ZARR_SUFFIXES or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")))
+
+
+def check_volume(array, path: Path, spacing: Sequence[float] | None, file_spacing: Sequence[float] | None) -> Spacing | None:
+    """Check a (Z, Y, X) numeric array read from ``path``; return its spacing (``spacing`` overrides the file's).
+
+    Raises ``EMDataError`` naming the file for other shapes or non-numeric dtypes.
+    """
+    if len(array.shape) != 3:
+        raise EMDataError(f"{path}: expected a 2D section or a (Z, Y, X) volume, got shape {tuple(array.shape)}.")
+    dtype = np.dtype(array.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise EMDataError(f"{path}: expected a numeric image, got dtype {dtype}.")
+    chosen = spacing if spacing is not None else file_spacing
+    return None if chosen is None else check_spacing(chosen, str(path))
+
+
 def read_volume(
     path: str | os.PathLike,
     spacing: Sequence[float] | None = None,
@@ -215,7 +238,7 @@ def read_volume(
     if not path.exists():
         raise EMDataError(f"{path}: file not found (expected a TIFF, PNG folder, NIfTI, MHA/NRRD or zarr volume).")
     suffix = _suffix(path)
-    if suffix in ZARR_SUFFIXES or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))):
+    if is_zarr(path):
         array, file_spacing = _read_zarr(path, zarr_key)
         if not lazy:
             array = np.asarray(array[...])
@@ -234,16 +257,7 @@ def read_volume(
         )
     if array.ndim == 2:
         array = array[None] if isinstance(array, np.ndarray) else np.asarray(array)[None]
-    if array.ndim != 3:
-        raise EMDataError(f"{path}: expected a 2D section or a (Z, Y, X) volume, got shape {tuple(array.shape)}.")
-    dtype = np.dtype(array.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-        raise EMDataError(f"{path}: expected a numeric image, got dtype {dtype}.")
-    if spacing is not None:
-        return array, check_spacing(spacing, str(path))
-    if file_spacing is not None:
-        file_spacing = check_spacing(file_spacing, str(path))
-    return array, file_spacing
+    return array, check_volume(array, path, spacing, file_spacing)
 
 
 def binarize(

@@ -41,9 +41,7 @@ def _floor(value: int, step: int) -> int:
 
 
 def _axis_regions(length: int, roi: int, overlap: float, core_size: int) -> list[tuple[slice, slice]]:
-    """(core, region) pairs along one axis."""
-    if roi > length:
-        raise ValueError(f"roi {roi} is larger than the volume extent {length} along an axis.")
+    """(core, region) pairs along one axis (``roi <= length``, checked by the caller)."""
     stride = window_stride(length, roi, overlap)
     core_size = length if core_size >= length else max(1, core_size // stride) * stride
     last_start = _floor(length - roi, stride)  # the last window start on the regular grid
