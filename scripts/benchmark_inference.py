@@ -53,10 +53,9 @@ def monai_baseline(volume: str, checkpoint: str, mask_out: str) -> None:
     from monai.transforms import NormalizeIntensity
 
     from custom.data import read_volume
-    from custom.inference.from_bundle import load_bundle_predictor
+    from custom.inference.from_bundle import load_bundle_network
 
-    predictor, _ = load_bundle_predictor(BUNDLE, checkpoint, device="cpu", amp=False)
-    network = predictor.network.network.to(memory_format=torch.contiguous_format)  # undo our layout change
+    network, _ = load_bundle_network(BUNDLE, checkpoint, device="cpu")
     start = time.perf_counter()  # from reading the volume to the mask, as segment_volume counts
     array, _ = read_volume(volume)
     x = NormalizeIntensity()(torch.from_numpy(array.astype(np.float32)))[None, None]
@@ -105,12 +104,10 @@ def _synthetic_volume(path: Path, sections: int, pixels: int) -> None:
 
 def _random_checkpoint(path: Path) -> str:
     """The bundle's network with fixed random weights (speed and equality do not depend on training)."""
-    from monai.bundle import ConfigParser
+    from custom.inference.from_bundle import bundle_parser
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    torch.save(bundle_parser(BUNDLE).get_parsed_content("network_def").state_dict(), path)
     return str(path)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
-from monai.bundle import ConfigParser, ckpt_export, onnx_export
+from monai.bundle import ckpt_export, onnx_export
 
-from custom.engines.utils import load_pretrained
+from custom.inference.from_bundle import load_bundle_network
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "em_mitochondria"
@@ -36,9 +36,7 @@ def _export_args(bundle: str | Path, checkpoint: str) -> dict:
 
 
 def _reference(checkpoint: str, bundle: str | Path) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(Path(bundle) / "configs" / "inference.json"))
-    return load_pretrained(parser.get_parsed_content("network_def"), checkpoint, required=True).eval()
+    return load_bundle_network(bundle, checkpoint, device="cpu")[0]
 
 
 def _check(name: str, exported_output: np.ndarray, reference_output: np.ndarray, atol: float) -> float:

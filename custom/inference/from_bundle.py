@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import torch
 from monai.bundle import ConfigParser
 
 from custom.engines.utils import load_pretrained
@@ -22,20 +23,34 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_bundle_predictor(
-    bundle_root: str | os.PathLike, checkpoint: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None, **overrides: object
-) -> tuple[VolumePredictor, ConfigParser]:
-    """The bundle's ``predictor`` (``configs/inference.json``) with ``checkpoint`` loaded (``weights_only``).
-
-    ``overrides`` replace config ids (``device``, ``roi_size``, ``sw_batch_size``, ``tta_flip_axes``,
-    ``network_def#channels`` ...) exactly like ``monai.bundle run`` overrides. ``checkpoint`` defaults to
-    the config's ``checkpoint`` (``<bundle_root>/models/model.pt``). Returns the predictor and the parser.
-    """
-    bundle_root = Path(bundle_root)
+def bundle_parser(bundle_root: str | os.PathLike, config_file: str | os.PathLike | None = None, **overrides: object) -> ConfigParser:
+    """The bundle's ``configs/inference.json`` (or ``config_file``) with ``bundle_root`` set and ``overrides``
+    (config ids such as ``device``, ``roi_size``, ``network_def#channels``; None values are ignored) applied."""
     parser = ConfigParser()
-    parser.read_config(str(config_file or bundle_root / "configs" / "inference.json"))
+    parser.read_config(str(config_file or Path(bundle_root) / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle_root)
     parser.update({k: v for k, v in overrides.items() if v is not None})
-    checkpoint = checkpoint or parser.get_parsed_content("checkpoint")
-    load_pretrained(parser.get_parsed_content("network"), checkpoint, required=True)
+    return parser
+
+
+def load_bundle_network(
+    bundle_root: str | os.PathLike, checkpoint: str | os.PathLike | None = None, **overrides: object
+) -> tuple[torch.nn.Module, ConfigParser]:
+    """The bundle's ``network`` with ``checkpoint`` loaded (``weights_only``; default: the config's
+    ``checkpoint``, ``<bundle_root>/models/model.pt``), in eval mode, and the parser."""
+    parser = bundle_parser(bundle_root, **overrides)
+    network = parser.get_parsed_content("network")
+    load_pretrained(network, checkpoint or parser.get_parsed_content("checkpoint"), required=True)
+    return network.eval(), parser
+
+
+def load_bundle_predictor(
+    bundle_root: str | os.PathLike, checkpoint: str | os.PathLike | None = None, **overrides: object
+) -> tuple[VolumePredictor, ConfigParser]:
+    """The bundle's ``predictor`` (``inference.json``) around ``load_bundle_network``'s network.
+
+    ``overrides`` replace config ids (``device``, ``roi_size``, ``sw_batch_size``, ``tta_flip_axes``,
+    ``network_def#channels`` ...) exactly like ``monai.bundle run`` overrides.
+    """
+    _, parser = load_bundle_network(bundle_root, checkpoint, **overrides)
     return parser.get_parsed_content("predictor"), parser
