@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -225,7 +224,6 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path, checkpoint):
     result = _segment_cli(args, check=False)
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (tmp_path / "out_mask.tif").read_bytes() == before
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_onnxruntime_backend_matches_torch():

@@ -10,7 +10,6 @@ order, so every rank, and a single process, normalise with bit-identical numbers
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,6 @@ from .blocks import Block, core_shape, sliding_window_blocks
 from .instances import label_instances
 from .predictor import VolumePredictor
 from .zarr_output import ZarrSegmentation, check_resumable
-
-logger = logging.getLogger(__name__)
-
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
