@@ -165,6 +165,25 @@ def test_two_stream_source_images_use_the_source_stream():
     assert objective.streams.weight_regularizer().item() > 0
 
 
+def test_two_stream_target_follows_the_trained_source_stream():
+    """Only the source stream sees labels; the tie must carry what it learns to the deployed network."""
+    network = _net()
+    objective = TwoStream(network, weight=10.0)
+    initial = copy.deepcopy(network)
+    trainer = _trainer(network, objective, _batches(4, 5, labelled=False), epochs=5)
+    trainer.run()
+    streams = objective.streams
+    source, start = dict(streams.source.named_parameters()), dict(initial.named_parameters())
+    with torch.no_grad():  # weights, biases and norm affines alike, up to the learned affine change
+        moved = sum(((source[n] - start[n]) ** 2).sum() for n in streams.tied)
+        lag = sum(((a * source[n] + b - w) ** 2).sum() for n, w, a, b in zip(streams.tied, network.parameters(), streams.scale, streams.shift))
+    assert lag < 0.1 * moved
+    images = _batches(1, 11)[0]["image"]
+    network.eval(), objective.streams.source.eval()
+    with torch.no_grad():
+        assert torch.allclose(network(images).softmax(1), objective.streams.source(images).softmax(1), atol=0.2)
+
+
 def test_semi_supervised_target_labels_add_a_loss_term():
     trainer = _trainer(_net(), labelled=_batches(2, 9), epochs=1)
     trainer.run()
