@@ -1,7 +1,8 @@
-"""Ignite handlers: resumable checkpoints, AdaBN, result writers."""
+"""Ignite handlers: resumable checkpoints, AdaBN, data-parallel synchronisation, result writers."""
 
 from .adabn import AdaBNHandler, adapt_batchnorm
 from .checkpoint import TrainingCheckpoint, latest_checkpoint
+from .distributed import DataParallelSync, for_this_rank
 from .metrics_writer import MetricsJSONWriter, OverlaySaver
 
-__all__ = ["AdaBNHandler", "MetricsJSONWriter", "OverlaySaver", "TrainingCheckpoint", "adapt_batchnorm", "latest_checkpoint"]
+__all__ = ["AdaBNHandler", "DataParallelSync", "MetricsJSONWriter", "OverlaySaver", "TrainingCheckpoint", "adapt_batchnorm", "for_this_rank", "latest_checkpoint"]
