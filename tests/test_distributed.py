@@ -95,3 +95,4 @@ def test_multi_gpu_config_trains_on_two_cpu_ranks(tmp_path, synthetic_dir, metho
     assert sorted(p.name for p in models.iterdir()) == ["model.pt", "model_final.pt", "train_checkpoint_epoch=2.pt"]
     UNet().load_state_dict(torch.load(models / "model_final.pt", weights_only=True))
     assert not list(models.glob("*.tmp*"))
+    assert len(list((tmp_path / "runs").glob("events.out.tfevents.*"))) == 1  # rank 0's log only

@@ -2,7 +2,7 @@
 
 from .adabn import AdaBNHandler, adapt_batchnorm
 from .checkpoint import TrainingCheckpoint, latest_checkpoint
-from .distributed import DataParallelSync, for_this_rank
+from .distributed import DataParallelSync, DiscardingWriter, for_this_rank
 from .metrics_writer import MetricsJSONWriter, OverlaySaver
 
-__all__ = ["AdaBNHandler", "DataParallelSync", "MetricsJSONWriter", "OverlaySaver", "TrainingCheckpoint", "adapt_batchnorm", "for_this_rank", "latest_checkpoint"]
+__all__ = ["AdaBNHandler", "DataParallelSync", "DiscardingWriter", "MetricsJSONWriter", "OverlaySaver", "TrainingCheckpoint", "adapt_batchnorm", "for_this_rank", "latest_checkpoint"]

@@ -33,13 +33,22 @@ def rank() -> int:
 
 
 def for_this_rank(handlers: Sequence) -> list:
-    """``handlers`` without the loggers on ranks > 0 (one TensorBoard file and one console log per run).
+    """``handlers`` without the loggers on ranks > 0 (one console log and one TensorBoard run).
 
-    Checkpoint savers stay on every rank: Ignite's ``DiskSaver`` writes on rank 0 only.
+    Checkpoint savers stay on every rank: Ignite's ``DiskSaver`` writes on rank 0 only. (The
+    TensorBoard handlers of ranks > 0 are still built before this filter runs; give them a
+    ``DiscardingWriter`` so they create no event file.)
     """
     if rank() == 0:
         return list(handlers)
     return [h for h in handlers if not isinstance(h, StatsHandler | TensorBoardStatsHandler)]
+
+
+class DiscardingWriter:
+    """A stand-in for ``SummaryWriter`` on ranks > 0: accepts every call, writes nothing, creates no file."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
 
 
 class DataParallelSync:
