@@ -211,8 +211,12 @@ def run(
         budget, seeds, runs_dir = "quick", (0,), str(Path(work_dir) / "quick_results")
         directions = directions if directions != DIRECTIONS else DIRECTIONS[:1]
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
-    row_list = [ROW_BY_NAME[r] for r in ((rows,) if isinstance(rows, str) and rows else rows or ())] or list(ROWS)
+    row_names = (rows,) if isinstance(rows, str) and rows else tuple(rows or ())
     direction_list = (directions,) if isinstance(directions, str) else tuple(directions)
+    for name, known in [*((r, ROW_BY_NAME) for r in row_names), *((d, DIRECTIONS) for d in direction_list)]:
+        if name not in known:
+            raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
+    row_list = [ROW_BY_NAME[r] for r in row_names] or list(ROWS)
     prepared = _prepare(data_dir, Path(work_dir) / "prepared")
     bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, device, threads)
     for seed in seed_list:

@@ -175,8 +175,11 @@ def run(
     return rows
 
 
-def large(size: int = 1000, checkpoint: str | None = None, out_dir: str = str(RESULTS), channels: str = "4,8,16,32") -> dict:
-    """A size^3 uint8 zarr volume segmented by ours: peak RSS (goal < 2 GB) and throughput; writes json."""
+def large(size: int = 1000, checkpoint: str | None = None, out_dir: str = str(RESULTS), channels: str = "4,8,16,32", note: str = "") -> dict:
+    """A size^3 uint8 zarr volume segmented by ours: peak RSS (goal < 2 GB) and throughput; writes json.
+
+    ``note`` is stored with the record (e.g. what else ran on the machine, which skews the throughput).
+    """
     import zarr
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +197,8 @@ def large(size: int = 1000, checkpoint: str | None = None, out_dir: str = str(RE
         extra = ["--config-overrides", json.dumps({"network_def#channels": [int(c) for c in channels.split(",")]})] if checkpoint is None else []
         seconds = _ours(str(tmp_path / "big.zarr"), ckpt, str(tmp_path / "out.zarr"), 1, extra)["seconds"]
     record = {"shape": [size] * 3, "voxels": size**3, "seconds": seconds, "voxels_per_s": size**3 / seconds,
-              "peak_rss_mb": _peak_rss_mb(children=True), "network_channels": channels if checkpoint is None else "checkpoint"}
+              "peak_rss_mb": _peak_rss_mb(children=True), "network_channels": channels if checkpoint is None else "checkpoint",
+              "threads": torch.get_num_threads(), "note": note}
     print(json.dumps(record, indent=2))
     Path(out_dir, "inference_large.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

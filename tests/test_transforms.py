@@ -11,7 +11,7 @@ from custom.data import EMDataError, write_volume
 from custom.data.readers import spacing_affine
 from custom.handlers import adapt_batchnorm
 from custom.networks import UNet
-from custom.transforms import CropFractiond, HistogramMatchd, ResampleToPixelSized, ValidateVolumed
+from custom.transforms import CropFractiond, HistogramMatchd, ResampleToPixelSized, ValidateVolumed, uses_target_labels
 
 
 def _image(shape=(1, 2, 16, 20), spacing=(40.0, 4.0, 4.0), known=True) -> MetaTensor:
@@ -49,6 +49,10 @@ def test_label_fraction_crop_and_its_bounds():
     for stop in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="label fraction"):
             CropFractiond(["image"], stop=stop)
+    assert uses_target_labels(0.0) is False and uses_target_labels(1.0) is True
+    for fraction in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"target_label_fraction must lie in \[0, 1\]"):
+            uses_target_labels(fraction)
 
 
 def test_histogram_matching_moves_source_intensities_to_the_reference(tmp_path):

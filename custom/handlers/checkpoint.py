@@ -5,21 +5,46 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ignite.engine import Engine
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 logger = logging.getLogger(__name__)
 
 
-def latest_checkpoint(save_dir: str, prefix: str = "train") -> Path | None:
-    """The newest ``<prefix>_checkpoint_*.pt`` in ``save_dir`` by epoch number, or None."""
-    candidates = list(Path(save_dir).glob(f"{prefix}_checkpoint_*.pt"))
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing through a temporary file and a rename.
+
+    MONAI builds its ``DiskSaver`` with ``atomic=False`` (for group-read permissions that Ignite's
+    atomic saver now sets too), so a run killed while saving leaves a truncated checkpoint under
+    the final name. Same arguments as ``CheckpointSaver``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+            checkpoint = getattr(self, name, None)
+            if checkpoint is None:
+                continue
+            if not hasattr(checkpoint.save_handler, "_atomic"):
+                raise RuntimeError("this MONAI/Ignite version's checkpoint saver has no atomic switch; update AtomicCheckpointSaver.")
+            checkpoint.save_handler._atomic = True
+
+
+def _checkpoints_by_epoch(save_dir: str, prefix: str) -> list[Path]:
+    """``<prefix>_checkpoint_*.pt`` files in ``save_dir``, oldest epoch first."""
 
     def number(path: Path) -> int:
         digits = "".join(c for c in path.stem.rsplit("=", 1)[-1] if c.isdigit())
         return int(digits) if digits else -1
 
-    return max(candidates, key=number) if candidates else None
+    return sorted(Path(save_dir).glob(f"{prefix}_checkpoint_*.pt"), key=number)
+
+
+def latest_checkpoint(save_dir: str, prefix: str = "train") -> Path | None:
+    """The newest ``<prefix>_checkpoint_*.pt`` in ``save_dir`` by epoch number, or None."""
+    candidates = _checkpoints_by_epoch(save_dir, prefix)
+    return candidates[-1] if candidates else None
 
 
 class TrainingCheckpoint:
@@ -28,7 +53,7 @@ class TrainingCheckpoint:
     The trainer cannot be named inside its own handler list in a bundle config (a circular
     reference), so it is added here at ``attach``. With ``resume`` the newest checkpoint in
     ``save_dir`` (if any) is loaded before training starts (``torch.load(weights_only=True)``), and
-    training continues from its epoch. Files are written atomically by Ignite's ``DiskSaver``.
+    training continues from its epoch. Files are written atomically (``AtomicCheckpointSaver``).
     """
 
     def __init__(
@@ -55,7 +80,7 @@ class TrainingCheckpoint:
                 logger.warning("resume requested but %s holds no %s_checkpoint_*.pt; starting fresh.", self.save_dir, self.file_prefix)
             else:
                 CheckpointLoader(load_path=str(path), load_dict=objects, map_location="cpu").attach(engine)
-        CheckpointSaver(
+        AtomicCheckpointSaver(
             save_dir=self.save_dir,
             save_dict=objects,
             file_prefix=self.file_prefix,
@@ -63,3 +88,10 @@ class TrainingCheckpoint:
             epoch_level=True,
             n_saved=self.n_saved,
         ).attach(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self._drop_older)
+
+    def _drop_older(self, engine: Engine) -> None:
+        """Keep the newest ``n_saved`` checkpoints, including those left by the run that was resumed."""
+        if idist.get_rank() == 0:
+            for stale in _checkpoints_by_epoch(self.save_dir, self.file_prefix)[: -self.n_saved]:
+                stale.unlink(missing_ok=True)

@@ -61,3 +61,10 @@ class CropFractiond(MapTransform):
             lo, hi = int(round(self.start * width)), max(int(round(self.stop * width)), int(round(self.start * width)) + 1)
             d[key] = d[key][..., lo:hi]
         return d
+
+
+def uses_target_labels(fraction: float) -> bool:
+    """Whether a run gets target labels: ``fraction`` of the target training region, checked to lie in [0, 1]."""
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"target_label_fraction must lie in [0, 1] (0 = no target labels), got {fraction}.")
+    return float(fraction) > 0
