@@ -31,11 +31,13 @@ from pathlib import Path
 
 import fire
 import numpy as np
+import torch
 
 from custom.utils import atomic_path, run_bundle_logged
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundles" / "em_mitochondria" / "configs"
+BUNDLE = REPO / "bundles" / "em_mitochondria"
+CONFIGS = BUNDLE / "configs"
 RESULTS = REPO / "results"
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
@@ -223,7 +225,10 @@ def run(
         for direction in direction_list:
             for row in row_list:
                 bench.run_one(direction, row, seed)
-    report(runs_dir=runs_dir, budget=budget, out=str(Path(runs_dir).parent) if not quick else runs_dir)
+    out = str(Path(runs_dir).parent) if not quick else runs_dir
+    report(runs_dir=runs_dir, budget=budget, out=out)
+    for direction in direction_list:
+        overlay(direction, seed=seed_list[0], budget=budget, work_dir=work_dir, runs_dir=runs_dir, out=out)
 
 
 def _load(runs_dir: Path) -> list[dict]:
@@ -302,7 +307,7 @@ def _bar_chart(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str = str(RESULTS)) -> dict:
+def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str = str(RESULTS)) -> None:
     """Aggregate the cached runs of ``budget`` into ``da_benchmark.{md,json,png}`` under ``out``."""
     results = _load(Path(runs_dir) / budget)
     if not results:
@@ -316,8 +321,55 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
             tmp.write_text(content)
     _bar_chart(table, out_dir / "da_benchmark.png")
     print(text)
-    return table
+
+
+def overlay(
+    direction: str = DIRECTIONS[0],
+    rows: str | tuple = (),
+    seed: int = 0,
+    budget: str = "cpu",
+    work_dir: str = "runs/benchmark_da",
+    runs_dir: str = str(RESULTS / "runs"),
+    out: str = str(RESULTS),
+) -> str:
+    """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth.
+
+    Default rows: source-only, the trained UDA row with the best mean target-test IoU (chosen on
+    test labels, so the figure illustrates, it does not select) and the oracle. Needs the models
+    under ``work_dir`` (they are not committed); masks come from the bundle's ``inference.json``
+    (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
+    """
+    from custom.data import load_datalist, read_volume
+    from custom.inference.from_bundle import load_bundle_network
+    from custom.visualize import pick_sections, save_overlay_png
+
+    table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
+    if not rows:
+        uda = [n for n in table if ROW_BY_NAME[n].kind == "uda" and ROW_BY_NAME[n].train]
+        rows = ("source_only", max(uda, key=lambda n: table[n]["iou"]["mean"]), "oracle") if uda else ("source_only", "oracle")
+    rows = (rows,) if isinstance(rows, str) else tuple(rows)
+    prepared = Path(work_dir) / "prepared" / direction
+    item = load_datalist(prepared, "target_test")[0]
+    image, label = read_volume(item["image"])[0], read_volume(item["label"])[0]
+    masks = {}
+    for name in rows:
+        checkpoint = Path(work_dir) / budget / direction / name / f"seed{seed}" / "models" / "model_final.pt"
+        if not checkpoint.is_file():
+            print(f"overlay: no model for {direction}/{name}/seed{seed} under {work_dir}; row left out.")
+            continue
+        network, parser = load_bundle_network(BUNDLE, checkpoint, pixel_size_nm=BUDGETS[budget]["pixel_size_nm"], device="cpu")
+        data = parser.get_parsed_content("preprocessing")({"image": item["image"]})
+        with torch.inference_mode():
+            data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
+        mask = parser.get_parsed_content("post_transforms")(data)["pred"].numpy()
+        iou = table.get(name, {}).get("iou", {}).get("mean")
+        masks[name + (f" (IoU {iou:.2f})" if iou is not None else "")] = mask
+    masks["ground truth"] = label > 0
+    path = Path(out) / f"da_overlay_{direction}.png"
+    save_overlay_png(path, image, masks, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
+    print(f"wrote {path}")
+    return str(path)
 
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "report": report})
+    fire.Fire({"run": run, "report": report, "overlay": overlay})
