@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,12 @@ def run_bundle(configs: list[str], bundle_root: Path, *overrides: str, timeout: 
     if result.returncode != 0:
         raise AssertionError(f"bundle run failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real data converted once per session by ``scripts/prepare_data.py from_dir``."""
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_data.py"), "from_dir", str(shared_data), str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    return out

@@ -29,17 +29,6 @@ def test_fafb_crops_and_checksums(shared_data):
     assert set(np.unique(label)) == {0, 1} and spacing == (40.0, 4.0, 4.0)
 
 
-@pytest.fixture(scope="module")
-def prepared(shared_data, tmp_path_factory):
-    import subprocess
-    import sys
-
-    out = tmp_path_factory.mktemp("prepared") / "prepared"
-    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_data.py"), "from_dir", str(shared_data), str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-    return out
-
-
 def test_prepare_data_layout_split_and_idempotence(prepared, shared_data):
     import subprocess
     import sys
