@@ -70,6 +70,7 @@ def run(
     overlap: float | None = None,
     sw_batch_size: int | None = None,
     tta: bool = False,
+    tta_rot90: bool = False,
     backend: str = "torch",
     threshold: float | None = None,
     prob_dtype: str = "uint8",
@@ -83,7 +84,8 @@ def run(
 ) -> dict:
     """Segment ``input`` into ``output``; prints and returns a summary (blocks, voxels/s, instances).
 
-    ``tta`` averages the plain and in-plane flipped windows. ``backend`` ``onnxruntime`` runs the
+    ``tta`` averages the plain and in-plane flipped windows; ``tta_rot90`` adds the 90°/180°/270°
+    in-plane rotations (square roi). ``backend`` ``onnxruntime`` runs the
     windows through ONNX Runtime on CPU (exported once at start; needs the ``export`` extra). ``block_shape`` is the core block
     (Z, Y, X) read at once (plus a halo of roi - stride); peak memory grows with it, not with the volume.
     ``config_overrides`` sets other ``inference.json`` ids, e.g. ``'{"network_def#channels": [8, 16, 32]}'``.
@@ -94,7 +96,7 @@ def run(
         volume = open_volume(input, spacing=input_spacing, zarr_key=zarr_key)
         predictor, parser = load_bundle_predictor(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
-            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], backend=backend, **(config_overrides or {}),
+            overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], tta_rot90=tta_rot90 or None, backend=backend, **(config_overrides or {}),
         )
         _spacing_warning(volume.spacing, float(parser["pixel_size_nm"]))
         summary = segment_volume(

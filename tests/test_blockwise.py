@@ -160,6 +160,19 @@ def test_window_network_flip_tta_averages_flipped_predictions():
         torch.testing.assert_close(tta(x), expected)
 
 
+def test_window_network_rot90_tta_averages_rotations_and_needs_square_windows():
+    net = _conv_net(2)
+    x = torch.randn(2, 1, 16, 16)
+    tta = WindowNetwork(net, 2, channels_last=False, rot90=True)
+    with torch.no_grad():
+        expected = sum(torch.rot90(net(torch.rot90(x, k, (2, 3))), -k, (2, 3)) for k in range(4)) / 4
+        torch.testing.assert_close(tta(x), expected)
+        with pytest.raises(ValueError, match="square"):
+            tta(torch.randn(1, 1, 16, 24))
+    with pytest.raises(ValueError, match="square in-plane roi"):
+        VolumePredictor(net, 2, (16, 24), tta_rot90=True)
+
+
 def test_lazy_readers_match_eager(tmp_path):
     volume = _volume((3, 20, 30))
     (tmp_path / "sections").mkdir()
