@@ -246,3 +246,32 @@ def test_onnxruntime_backend_matches_torch():
     torch_prob = VolumePredictor(net, 2, (32, 32), sw_batch_size=4)(region)
     onnx_prob = VolumePredictor(net, 2, (32, 32), sw_batch_size=4, backend="onnxruntime")(region)
     np.testing.assert_allclose(onnx_prob, torch_prob, atol=1e-5)
+
+
+def test_prefetching_keeps_only_the_blocks_in_flight():
+    """A read-ahead queue must drop regions once yielded (it held the whole volume before)."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from custom.inference.blockwise import _prefetched
+
+    class Region(np.ndarray):
+        pass
+
+    alive = set()
+
+    class FakeVolume:
+        def read(self, region):
+            array = np.zeros(1000).view(Region)
+            alive.add(id(array))
+            weakref.finalize(array, alive.discard, id(array))
+            return array
+
+    blocks = [SimpleNamespace(region=i) for i in range(12)]
+    peak = 0
+    for _, region in _prefetched(FakeVolume(), blocks, workers=2):
+        del region
+        gc.collect()
+        peak = max(peak, len(alive))
+    assert peak <= 3  # the two read ahead (plus one being handed over)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,9 +76,9 @@ def _prefetched(volume: LazyVolume, blocks: Sequence[Block], workers: int) -> It
             yield block, volume.read(block.region)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(volume.read, b.region) for b in blocks[:workers]]
+        pending = deque(pool.submit(volume.read, b.region) for b in blocks[:workers])
         for i, block in enumerate(blocks):
-            region = pending[i].result()
+            region = pending.popleft().result()  # a finished future is dropped, or it would keep its region alive
             if i + workers < len(blocks):
                 pending.append(pool.submit(volume.read, blocks[i + workers].region))
             yield block, region
