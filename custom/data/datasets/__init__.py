@@ -1,10 +1,15 @@
-"""Public EM datasets: one module each with its URL, checksums and ``get_*_paths`` / ``load_*``."""
+"""Public EM (and nuclei) datasets: one module each with its URL, checksums and ``get_*_paths`` / ``load_*``."""
 
 from .drosophila_vnc import get_drosophila_vnc_paths, load_drosophila_vnc, load_drosophila_vnc_stack2
+from .dsb2018_nuclei import dsb2018_ids, get_dsb2018_folder, load_dsb2018_nuclei, split_ids
 from .epfl_hippocampus import get_epfl_hippocampus_paths, load_epfl_hippocampus
 from .fafb_mito import get_fafb_mito_paths, load_fafb_mito
 
 __all__ = [
+    "dsb2018_ids",
+    "get_dsb2018_folder",
+    "load_dsb2018_nuclei",
+    "split_ids",
     "get_drosophila_vnc_paths",
     "get_epfl_hippocampus_paths",
     "get_fafb_mito_paths",
