@@ -1,5 +1,6 @@
-"""Segmentation and instance metrics, and label-free model-selection scores."""
+"""Segmentation, instance and membrane (ISBI 2012) metrics, and label-free model-selection scores."""
 
+from .boundaries import isbi_scores, segment_from_boundaries
 from .instances import instance_metrics, iou_matrix, match_counts, split_merge_counts
 from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
 from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman
@@ -9,10 +10,12 @@ __all__ = [
     "binary_metrics",
     "confusion_counts",
     "instance_metrics",
+    "isbi_scores",
     "iou_matrix",
     "match_counts",
     "mean_prediction_entropy",
     "metrics_from_counts",
+    "segment_from_boundaries",
     "spearman",
     "split_merge_counts",
 ]
