@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from custom.utils import bundle_run_command, check_output_path
 from custom.data import write_volume
+from custom.utils import bundle_run_command, check_output_path
 
 from .conftest import CONFIGS, run_bundle
 
