@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +53,12 @@ def prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_data.py"), "from_dir", str(shared_data), str(out)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     return out
+
+
+def touching_disks(shape: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """Two disks of radius 12 whose rims touch: instance labels 1 and 2 (0 = background)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    labels[(yy - 24) ** 2 + (xx - 20) ** 2 < 12**2] = 1
+    labels[((yy - 24) ** 2 + (xx - 42) ** 2 < 12**2) & (labels == 0)] = 2
+    return labels

@@ -8,17 +8,11 @@ import pytest
 from custom.inference.watershed import connected_component_instances, instance_targets, watershed_instances
 from custom.metrics import instance_metrics
 
-
-def _touching_disks(shape=(48, 64)) -> np.ndarray:
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.int32)
-    labels[(yy - 24) ** 2 + (xx - 20) ** 2 < 12**2] = 1
-    labels[((yy - 24) ** 2 + (xx - 42) ** 2 < 12**2) & (labels == 0)] = 2  # overlaps disk 1's rim: they touch
-    return labels
+from .conftest import touching_disks
 
 
 def test_targets_peak_at_one_per_object_and_mark_borders():
-    labels = _touching_disks()
+    labels = touching_disks()
     distance, border = instance_targets(labels)
     for i in (1, 2):
         assert distance[labels == i].max() == pytest.approx(1.0)
@@ -28,7 +22,7 @@ def test_targets_peak_at_one_per_object_and_mark_borders():
 
 
 def test_watershed_separates_touching_objects_that_connected_components_merge():
-    labels = _touching_disks()
+    labels = touching_disks()
     distance, border = instance_targets(labels)
     foreground = (labels > 0).astype(np.float32)
     cc = connected_component_instances(foreground)
@@ -39,7 +33,7 @@ def test_watershed_separates_touching_objects_that_connected_components_merge():
 
 
 def test_watershed_works_in_3d_and_checks_shapes():
-    labels = np.stack([_touching_disks()] * 3)
+    labels = np.stack([touching_disks()] * 3)
     distance, border = instance_targets(labels)
     ws = watershed_instances((labels > 0).astype(np.float32), distance, border)
     assert ws.max() == 2

@@ -1,7 +1,16 @@
-"""EM-specific MONAI transforms."""
+"""EM-specific MONAI transforms (and instance-segmentation targets / post-processing)."""
 
+from .instances import InstanceTargetsd, WatershedInstancesd
 from .intensity import HistogramMatchd
 from .spatial import CropFractiond, ResampleToPixelSized, uses_target_labels
 from .validation import ValidateVolumed
 
-__all__ = ["CropFractiond", "HistogramMatchd", "ResampleToPixelSized", "ValidateVolumed", "uses_target_labels"]
+__all__ = [
+    "CropFractiond",
+    "HistogramMatchd",
+    "InstanceTargetsd",
+    "ResampleToPixelSized",
+    "ValidateVolumed",
+    "WatershedInstancesd",
+    "uses_target_labels",
+]
