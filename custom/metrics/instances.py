@@ -39,11 +39,14 @@ def overlap_matrix(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.
     return counts[1:, 1:], counts[1:, :].sum(1), counts[:, 1:].sum(0)
 
 
-def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """IoU of every (true, predicted) instance pair, shape [n_true, n_pred]."""
-    inter, true_size, pred_size = overlap_matrix(pred, truth)
+def _iou(inter: np.ndarray, true_size: np.ndarray, pred_size: np.ndarray) -> np.ndarray:
     union = true_size[:, None] + pred_size[None, :] - inter
     return np.divide(inter, union, out=np.zeros(inter.shape, float), where=union > 0)
+
+
+def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every (true, predicted) instance pair, shape [n_true, n_pred]."""
+    return _iou(*overlap_matrix(pred, truth))
 
 
 def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
@@ -59,15 +62,19 @@ def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
 def split_merge_counts(pred: np.ndarray, truth: np.ndarray, coverage: float = 0.5) -> dict[str, int]:
     """Splits: true instances with >= 2 predicted instances each lying over ``coverage`` inside it.
     Merges: predicted instances that hold over ``coverage`` of each of >= 2 true instances."""
-    inter, true_size, pred_size = overlap_matrix(pred, truth)
-    pieces = (inter > coverage * pred_size[None, :]).sum(1) if inter.size else np.zeros(len(true_size), int)
-    swallowed = (inter > coverage * true_size[:, None]).sum(0) if inter.size else np.zeros(len(pred_size), int)
+    return _split_merge(*overlap_matrix(pred, truth), coverage)
+
+
+def _split_merge(inter: np.ndarray, true_size: np.ndarray, pred_size: np.ndarray, coverage: float = 0.5) -> dict[str, int]:
+    pieces = (inter > coverage * pred_size[None, :]).sum(1)  # per true instance
+    swallowed = (inter > coverage * true_size[:, None]).sum(0)  # per predicted instance
     return {"splits": int(np.count_nonzero(pieces >= 2)), "merges": int(np.count_nonzero(swallowed >= 2))}
 
 
 def instance_metrics(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = DSB_THRESHOLDS, at: float = 0.7) -> dict[str, float]:
     """AP over ``thresholds`` (mean) and at 0.5 and ``at``, precision/recall/F1 at ``at``, splits and merges."""
-    iou = iou_matrix(pred, truth)
+    overlaps = overlap_matrix(pred, truth)  # one pass over the images for IoU, splits and merges
+    iou = _iou(*overlaps)
 
     def ap(t: float) -> float:
         tp, fp, fn = match_counts(iou, t)
@@ -86,5 +93,5 @@ def instance_metrics(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[f
         f"f1_{round(at * 100)}": f1,
         "n_true": int(iou.shape[0]),
         "n_pred": int(iou.shape[1]),
-        **split_merge_counts(pred, truth),
+        **_split_merge(*overlaps),
     }

@@ -17,8 +17,8 @@ class TwoStreamUNet(nn.Module):
     exp(||a_l w_s,l + b_l - w_t,l||² / (||w_s,l||² + n_l ε²)) - 1 with learnable scalars a_l, b_l
     (initialised to 1, 0), so each layer may drift by an affine change. The mismatch is relative to
     the source tensor's norm (ε = 0.01 keeps zero-initialised biases finite), so the pull on the
-    target stream neither vanishes for large tensors nor depends on the layer's weight scale. ``target`` is the deployable network (a plain ``UNet``); ``source`` starts
-    as its copy.
+    target stream neither vanishes for large tensors nor depends on the layer's weight scale.
+    ``target`` is the deployable network (a plain ``UNet``); ``source`` starts as its copy.
     """
 
     def __init__(self, target: UNet) -> None:

@@ -39,8 +39,8 @@ def dsb2018_ids(root: str | os.PathLike, download: bool = False) -> list[str]:
 
 def split_ids(ids: list[str], train_fraction: float = 0.8, seed: int = 0) -> tuple[list[str], list[str]]:
     """Deterministic (train, test) split by id: a seeded shuffle of the sorted ids."""
-    order = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [sorted(ids)[i] for i in order]
+    ordered = sorted(ids)
+    shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
     cut = int(round(train_fraction * len(ids)))
     return sorted(shuffled[:cut]), sorted(shuffled[cut:])
 
