@@ -389,7 +389,7 @@ def overlay(
     (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
     """
     from custom.data import load_datalist, read_volume
-    from custom.inference.from_bundle import load_bundle_network
+    from custom.inference.from_bundle import bundle_parser, load_bundle_network
     from custom.visualize import pick_sections, save_overlay_png
 
     table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
@@ -400,17 +400,20 @@ def overlay(
     prepared = Path(work_dir) / "prepared" / direction
     item = load_datalist(prepared, "target_test")[0]
     image, label = read_volume(item["image"])[0], read_volume(item["label"])[0]
+    overrides = {"pixel_size_nm": BUDGETS[budget]["pixel_size_nm"], "device": "cpu"}
+    parser = bundle_parser(BUNDLE, **overrides)
+    data = parser.get_parsed_content("preprocessing")({"image": item["image"]})  # read and resampled once for all rows
+    inferer, post_transforms = parser.get_parsed_content("inferer"), parser.get_parsed_content("post_transforms")
     masks = {}
     for name in rows:
         checkpoint = Path(work_dir) / budget / direction / name / f"seed{seed}" / "models" / "model_final.pt"
         if not checkpoint.is_file():
             print(f"overlay: no model for {direction}/{name}/seed{seed} under {work_dir}; row left out.")
             continue
-        network, parser = load_bundle_network(BUNDLE, checkpoint, pixel_size_nm=BUDGETS[budget]["pixel_size_nm"], device="cpu")
-        data = parser.get_parsed_content("preprocessing")({"image": item["image"]})
+        network, _ = load_bundle_network(BUNDLE, checkpoint, **overrides)
         with torch.inference_mode():
-            data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
-        mask = parser.get_parsed_content("post_transforms")(data)["pred"].numpy()
+            pred = inferer(data["image"][None], network)[0]
+        mask = post_transforms({**data, "pred": pred})["pred"].numpy()
         iou = table.get(name, {}).get("iou", {}).get("mean")
         masks[name + (f" (IoU {iou:.2f})" if iou is not None else "")] = mask
     masks["ground truth"] = label > 0
