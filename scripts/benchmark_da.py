@@ -137,6 +137,7 @@ class Benchmark:
             "max_epochs": b["max_epochs"],
             "iterations_per_epoch": b["iterations_per_epoch"],
             "val_interval": b["val_interval"],
+            "resume": True,  # an interrupted run continues from its newest training checkpoint
             **row.overrides,
         }
         if row.pretrained:

@@ -40,6 +40,17 @@ def test_training_killed_mid_epoch_resumes_to_the_same_iteration(tmp_path, synth
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model_final.pt", "train_checkpoint_epoch=3.pt"]
 
 
+def test_a_fresh_run_beside_a_longer_killed_run_replaces_its_checkpoints(tmp_path, synthetic_dir):
+    """A leftover higher-epoch checkpoint must neither be kept over this run's nor break Ignite's pruning."""
+    models = tmp_path / "models"
+    models.mkdir(parents=True)
+    leftover = models / "train_checkpoint_epoch=6.pt"
+    torch.save({"stale": torch.zeros(1)}, leftover)
+    budget = ("--dataset_dir", str(synthetic_dir), "--max_epochs", "3", "--iterations_per_epoch", "2", "--val_interval", "10", *SMALL)
+    run_bundle(["train.json"], tmp_path, *budget)
+    assert sorted(p.name for p in models.iterdir()) == ["model_final.pt", "train_checkpoint_epoch=3.pt"]
+
+
 def test_same_seed_gives_identical_training(tmp_path, synthetic_dir):
     budget = ("--dataset_dir", str(synthetic_dir), "--max_epochs", "2", "--iterations_per_epoch", "3", "--val_interval", "1", "--seed", "3", *SMALL)
     metrics, states = [], []

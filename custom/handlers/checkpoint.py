@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -73,6 +74,8 @@ class TrainingCheckpoint:
         self.file_prefix = file_prefix
 
     def attach(self, engine: Engine) -> None:
+        self._started = time.time()
+        self._leftovers = _checkpoints_by_epoch(self.save_dir, self.file_prefix)
         objects = {**self.save_dict, "trainer": engine}
         if self.resume:
             path = latest_checkpoint(self.save_dir, self.file_prefix)
@@ -91,7 +94,14 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self._drop_older)
 
     def _drop_older(self, engine: Engine) -> None:
-        """Keep the newest ``n_saved`` checkpoints, including those left by the run that was resumed."""
+        """Once this run has saved, delete the checkpoints an earlier run left (resumed from or not).
+
+        Ignite keeps this run's newest ``n_saved``; files found at ``attach`` and not rewritten since
+        are the earlier run's, which Ignite does not track (a longer, killed run may have left a
+        higher epoch than this one has reached).
+        """
         if idist.get_rank() == 0:
-            for stale in _checkpoints_by_epoch(self.save_dir, self.file_prefix)[: -self.n_saved]:
-                stale.unlink(missing_ok=True)
+            for stale in self._leftovers:
+                if stale.exists() and stale.stat().st_mtime < self._started:
+                    stale.unlink()
+            self._leftovers = []
