@@ -42,6 +42,7 @@ DOCS = BUNDLE / "docs" / "README.md"
 DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py report; do not edit by hand) -->"
 DOCS_END = "<!-- da_benchmark: end -->"
 SEEDS_REQUIRED = 3
+TRAINED_MARKER = "training_complete"  # written in a run folder once its training finished
 RESULTS = REPO / "results"
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
@@ -120,12 +121,18 @@ class Benchmark:
         return self.work_dir / direction / row.name / f"seed{seed}"
 
     def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
-        """The last checkpoint of ``row`` (training it first when it is not on disk)."""
+        """The last checkpoint of ``row``, training (or resuming) it first unless its training finished.
+
+        ``model_final.pt`` alone proves nothing (MONAI also writes it when training fails), so a
+        marker written after a successful run says the training is complete.
+        """
         target = row if row.train else ROW_BY_NAME[row.pretrained]
-        ckpt = self.run_root(direction, target, seed) / "models" / "model_final.pt"
-        if not ckpt.exists():
+        root = self.run_root(direction, target, seed)
+        if not (root / TRAINED_MARKER).exists():
             self._train(direction, target, seed)
-        return ckpt
+            with atomic_path(root / TRAINED_MARKER) as tmp:
+                tmp.write_text(_git_commit())
+        return root / "models" / "model_final.pt"
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
         b, root = self.budget, self.run_root(direction, row, seed)
