@@ -2,10 +2,13 @@
 
     python scripts/prepare_data.py download --root data/raw
     python scripts/prepare_data.py from_dir ../shared/data data/prepared
+    python scripts/prepare_data.py membranes ../shared/data data/prepared_membranes
 
 ``from_dir`` writes ``volumes/<domain>/`` (whole volumes and x-splits with spacing) and one folder
 per adaptation direction (``vnc_to_fafb/``, ``fafb_to_vnc/``) holding ``datalist.json``; pass that
-folder as the bundle's ``--dataset_dir``.
+folder as the bundle's ``--dataset_dir``. ``membranes`` does the same for the membrane bundle:
+VNC stack 1 membranes as the labelled source, the unlabelled VNC stack 2 (or, with
+``--target isbi2012``, the ISBI 2012 training volume, labelled) as the target.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from custom.data.datasets import (
     get_drosophila_vnc_paths,
     get_epfl_hippocampus_paths,
     get_fafb_mito_paths,
+    get_isbi2012_paths,
     load_drosophila_vnc,
     load_drosophila_vnc_stack2,
     load_fafb_mito,
+    load_isbi2012,
 )
 from custom.data.readers import EMDataError
 from custom.utils.io import atomic_path
@@ -33,12 +38,13 @@ DOWNLOADERS = {
     "drosophila_vnc": get_drosophila_vnc_paths,
     "fafb_mito": get_fafb_mito_paths,
     "epfl_hippocampus": get_epfl_hippocampus_paths,
+    "isbi2012": get_isbi2012_paths,
 }
 MARKER = "prepared.json"
 
 
 def download(root: str = "data/raw", datasets: str | tuple = ("drosophila_vnc", "fafb_mito")) -> dict:
-    """Download datasets (checksummed) into ``root/<name>``; names: drosophila_vnc, fafb_mito, epfl_hippocampus."""
+    """Download datasets (checksummed) into ``root/<name>``; names: drosophila_vnc, fafb_mito, epfl_hippocampus, isbi2012."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     unknown = sorted(set(names) - set(DOWNLOADERS))
     if unknown:
@@ -53,13 +59,8 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     refused unless ``force``, which rebuilds it.
     """
     out = Path(out_dir)
-    if (out / MARKER).exists() and not force:
-        print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
+    if not _needs_preparing(out, force):
         return str(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
-        shutil.rmtree(out)
     volumes = out / "volumes"
     image, label, spacing = load_drosophila_vnc(data_dir)
     write_domain(volumes / "vnc", image, label, spacing)
@@ -70,15 +71,57 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     stack2_path = volumes / "vnc_stack2" / "vnc_stack2.tif"
     write_direction_datalist(out / "vnc_to_fafb", volumes / "vnc", volumes / "fafb", "vnc_to_fafb")
     write_direction_datalist(out / "fafb_to_vnc", volumes / "fafb", volumes / "vnc", "fafb_to_vnc", [stack2_path])
+    return _mark_prepared(out, data_dir, ["vnc_to_fafb", "fafb_to_vnc"])
+
+
+def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_membranes", target: str = "vnc_stack2", force: bool = False) -> str:
+    """Prepare the membrane task: VNC stack 1 membranes (source) adapted to ``target``.
+
+    ``target`` is "vnc_stack2" (unlabelled, from ``data_dir``) or "isbi2012" (labelled; read from
+    ``data_dir/isbi2012``, see ``custom.data.datasets.isbi2012``), whose target-test region then
+    gives target scores. Writes the direction folder ``vnc_membranes_to_<target>/``.
+    """
+    if target not in ("vnc_stack2", "isbi2012"):
+        raise EMDataError(f"unknown membrane target {target!r}; choose 'vnc_stack2' or 'isbi2012'.")
+    out = Path(out_dir)
+    if not _needs_preparing(out, force):
+        return str(out)
+    volumes = out / "volumes"
+    image, label, spacing = load_drosophila_vnc(data_dir, target="membranes")
+    write_domain(volumes / "vnc_membranes", image, label, spacing)
+    if target == "isbi2012":
+        image, label, spacing = load_isbi2012(data_dir)
+        write_domain(volumes / "isbi2012", image, label, spacing)
+    else:
+        stack2, spacing = load_drosophila_vnc_stack2(data_dir)
+        write_domain(volumes / "vnc_stack2", stack2, None, spacing)
+    direction = f"vnc_membranes_to_{target}"
+    write_direction_datalist(out / direction, volumes / "vnc_membranes", volumes / target, direction)
+    return _mark_prepared(out, data_dir, [direction])
+
+
+def _needs_preparing(out: Path, force: bool) -> bool:
+    """False when ``out`` holds a complete earlier result (kept); clears an incomplete one when ``force``."""
+    if (out / MARKER).exists() and not force:
+        print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
+        return False
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
+        shutil.rmtree(out)
+    return True
+
+
+def _mark_prepared(out: Path, data_dir: str, directions: list[str]) -> str:
     with atomic_path(out / MARKER) as tmp:
-        tmp.write_text(json.dumps({"data_dir": str(Path(data_dir).resolve()), "directions": ["vnc_to_fafb", "fafb_to_vnc"]}))
-    print(f"prepared {out}: use --dataset_dir {out / 'vnc_to_fafb'} or {out / 'fafb_to_vnc'}")
+        tmp.write_text(json.dumps({"data_dir": str(Path(data_dir).resolve()), "directions": directions}))
+    print(f"prepared {out}: use --dataset_dir " + " or ".join(str(out / d) for d in directions))
     return str(out)
 
 
 def main() -> None:
     try:
-        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir})
+        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes})
     except (EMDataError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

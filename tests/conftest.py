@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = REPO_ROOT / "bundles" / "em_mitochondria"
+BUNDLES = REPO_ROOT / "bundles"
+BUNDLE = BUNDLES / "em_mitochondria"
 CONFIGS = BUNDLE / "configs"
 SHARED_DATA = Path(os.environ.get("EM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -34,12 +35,14 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(ensure_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "synthetic", n_sections=3, extent_nm=1000.0))
 
 
-def run_bundle(configs: list[str], bundle_root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run`` with the given config files (names inside configs/)."""
+def run_bundle(
+    configs: list[str | Path], bundle_root: Path, *overrides: str, timeout: int = 600, bundle: str = "em_mitochondria"
+) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run`` with the given config files (names inside ``bundle``'s configs/)."""
     bundle_root.mkdir(parents=True, exist_ok=True)
     from custom.utils import bundle_run_command
 
-    cmd = bundle_run_command([CONFIGS / c for c in configs], bundle_root, *overrides)
+    cmd = bundle_run_command([BUNDLES / bundle / "configs" / c for c in configs], bundle_root, *overrides)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=bundle_root)
     if result.returncode != 0:
         raise AssertionError(f"bundle run failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")

@@ -3,6 +3,7 @@
 One scene model (cells with dark membranes, mitochondria with a double membrane and cristae,
 vesicles as distractors) is imaged by two "microscopes" that differ in contrast, gamma, noise,
 blur and pixel size, so a model trained on the source sees a real domain shift on the target.
+The label is either the mitochondria or the cell membranes (``STRUCTURES``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Microscope:
 
 SOURCE_MICROSCOPE = Microscope(pixel_size_nm=5.0, contrast=1.0, brightness=0.0, gamma=1.0, noise=0.04, blur_nm=4.0)
 TARGET_MICROSCOPE = Microscope(pixel_size_nm=6.5, contrast=0.55, brightness=0.12, gamma=1.6, noise=0.12, blur_nm=11.0)
+STRUCTURES = ("mitochondria", "membranes")
 
 
 def _mitochondria(rng: np.random.Generator, extent_nm: float, depth_nm: float, count: int) -> list[dict]:
@@ -53,8 +55,8 @@ def _mitochondria(rng: np.random.Generator, extent_nm: float, depth_nm: float, c
 
 def _section(
     z_nm: float, coords: np.ndarray, cells: cKDTree, mitos: list[dict], vesicles: np.ndarray, texture: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one section of the scene: (intensity in [0, 1], mitochondria mask)."""
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render one section of the scene: (intensity in [0, 1], {structure: mask})."""
     yy, xx = coords
     image = 0.62 + texture
     d, _ = cells.query(np.stack([yy.ravel(), xx.ravel()], 1), k=2)
@@ -81,7 +83,7 @@ def _section(
         image[cristae] -= 0.14
         image[inside & (r > 1.0 - 14.0 / b)] = 0.2
         label[inside] = 1
-    return image, label
+    return image, {"mitochondria": label, "membranes": membrane.astype(np.uint8)}
 
 
 def _image(scene: np.ndarray, microscope: Microscope, rng: np.random.Generator) -> np.ndarray:
@@ -94,13 +96,16 @@ def _image(scene: np.ndarray, microscope: Microscope, rng: np.random.Generator) 
 
 
 def synthesize_volume(
-    microscope: Microscope, n_sections: int = 8, extent_nm: float = 1600.0, seed: int = 0
+    microscope: Microscope, n_sections: int = 8, extent_nm: float = 1600.0, seed: int = 0, structure: str = "mitochondria"
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Render a synthetic EM volume: (uint8 image, uint8 mitochondria mask, spacing (z, y, x) nm).
+    """Render a synthetic EM volume: (uint8 image, uint8 mask of ``structure``, spacing (z, y, x) nm).
 
     The scene (cells, mitochondria, vesicles) depends on ``seed`` and ``extent_nm`` only; the
-    microscope sets the pixel size, section thickness and intensity transfer.
+    microscope sets the pixel size, section thickness and intensity transfer. ``structure`` is one
+    of ``STRUCTURES``: mitochondria, or the cell membranes (ISBI 2012 style boundary labels).
     """
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
     rng = np.random.default_rng(seed)
     depth = n_sections * microscope.section_nm
     n_px = int(round(extent_nm / microscope.pixel_size_nm))
@@ -114,22 +119,23 @@ def synthesize_volume(
     scenes, labels = [], []
     for z in range(n_sections):
         texture = ndimage.gaussian_filter(rng.normal(0, 1, (n_px, n_px)), texture_sigma) * 0.35
-        scene, label = _section((z + 0.5) * microscope.section_nm, coords, cells, mitos, vesicles, texture)
+        scene, masks = _section((z + 0.5) * microscope.section_nm, coords, cells, mitos, vesicles, texture)
         scenes.append(scene)
-        labels.append(label)
+        labels.append(masks[structure])
     image = _image(np.clip(np.stack(scenes), 0, 1), microscope, rng)
     spacing = (microscope.section_nm, microscope.pixel_size_nm, microscope.pixel_size_nm)
     return image, np.stack(labels), spacing
 
 
 def ensure_synthetic_dataset(
-    root: str | os.PathLike, n_sections: int = 6, extent_nm: float = 1600.0, seed: int = 0
+    root: str | os.PathLike, n_sections: int = 6, extent_nm: float = 1600.0, seed: int = 0, structure: str = "mitochondria"
 ) -> str:
     """Create (once) a synthetic source/target pair in the prepared-dataset layout; return its folder.
 
     The source is imaged with ``SOURCE_MICROSCOPE``, the target (a different scene) with
     ``TARGET_MICROSCOPE``. Regions and the datalist follow ``custom.data.datalist``, so the bundle
-    treats it exactly like prepared real data. Existing complete output is reused.
+    treats it exactly like prepared real data; the labels are those of ``structure``. Existing
+    complete output is reused.
     """
     from .datalist import write_direction_datalist, write_domain
 
@@ -137,8 +143,8 @@ def ensure_synthetic_dataset(
     if (root / "datalist.json").exists():
         return str(root)
     for name, microscope, offset in (("source", SOURCE_MICROSCOPE, 0), ("target", TARGET_MICROSCOPE, 1)):
-        image, label, spacing = synthesize_volume(microscope, n_sections, extent_nm, seed + offset)
+        image, label, spacing = synthesize_volume(microscope, n_sections, extent_nm, seed + offset, structure)
         write_domain(root / "volumes" / name, image, label, spacing, overwrite=True)
-    write_direction_datalist(root, root / "volumes" / "source", root / "volumes" / "target", name="synthetic")
+    write_direction_datalist(root, root / "volumes" / "source", root / "volumes" / "target", name=f"synthetic_{structure}")
     return str(root)
 

@@ -10,7 +10,11 @@ perfect segmentation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
 from skimage.measure import label as connected_label
 from skimage.metrics import adapted_rand_error
 from skimage.segmentation import watershed
@@ -50,3 +54,43 @@ def isbi_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     recall = mutual / h_truth if h_truth > 0 else 1.0
     v_info = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"v_rand": float(1 - error), "v_info": float(v_info)}
+
+
+def cells_from_membrane_mask(membrane: np.ndarray) -> np.ndarray:
+    """Ground-truth cells of a binary membrane mask: 4-connected non-membrane regions per section (0 = membrane)."""
+    stack = np.asarray(membrane)[None] if np.ndim(membrane) == 2 else np.asarray(membrane)
+    out = np.zeros(stack.shape, np.int32)
+    offset = 0
+    for z, section in enumerate(stack):
+        cells = connected_label(section == 0, connectivity=1)
+        out[z] = np.where(cells > 0, cells + offset, 0)
+        offset = int(out[z].max())
+    return out[0] if np.ndim(membrane) == 2 else out
+
+
+class ISBIScores(Metric):
+    """Ignite metric: mean V_rand and V_info over evaluated volumes, from membrane maps.
+
+    Expects ``(pred, label)`` lists of channel-first tensors whose channel 1 holds the membrane
+    probability (or one-hot prediction) and the binary membrane label. Results go into
+    ``engine.state.metrics`` as ``v_rand`` and ``v_info``.
+    """
+
+    def __init__(self, threshold: float = 0.5, output_transform: Callable = lambda x: x) -> None:
+        self.threshold = threshold
+        super().__init__(output_transform=output_transform, metrics_result_mode="flatten")
+
+    def reset(self) -> None:
+        self._scores: list[dict[str, float]] = []
+
+    def update(self, output: Sequence) -> None:
+        preds, labels = output
+        for pred, label in zip(preds, labels):
+            boundary = np.asarray(pred[1].detach().cpu(), np.float32)
+            truth = cells_from_membrane_mask(np.asarray(label[-1].detach().cpu()) > 0.5)
+            self._scores.append(isbi_scores(segment_from_boundaries(boundary, self.threshold), truth))
+
+    def compute(self) -> dict[str, float]:
+        if not self._scores:
+            raise NotComputableError("ISBIScores needs at least one evaluated volume.")
+        return {key: float(np.mean([s[key] for s in self._scores])) for key in ("v_rand", "v_info")}
