@@ -3,12 +3,16 @@
     python scripts/prepare_data.py download --root data/raw
     python scripts/prepare_data.py from_dir ../shared/data data/prepared
     python scripts/prepare_data.py membranes ../shared/data data/prepared_membranes
+    python scripts/prepare_data.py nuclei ../shared/data data/prepared_nuclei
+    python scripts/prepare_data.py mito_instances ../shared/data data/prepared_mito_instances
 
 ``from_dir`` writes ``volumes/<domain>/`` (whole volumes and x-splits with spacing) and one folder
 per adaptation direction (``vnc_to_fafb/``, ``fafb_to_vnc/``) holding ``datalist.json``; pass that
 folder as the bundle's ``--dataset_dir``. ``membranes`` does the same for the membrane bundle:
 VNC stack 1 membranes as the labelled source, the unlabelled VNC stack 2 (or, with
-``--target isbi2012``, the ISBI 2012 training volume, labelled) as the target.
+``--target isbi2012``, the ISBI 2012 training volume, labelled) as the target. ``nuclei`` and
+``mito_instances`` write 2D instance datasets (``custom.data.instance_data``) for the
+``nuclei_instances`` bundle.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from pathlib import Path
 
 import fire
 
-from custom.data import write_direction_datalist, write_domain
+from custom.data import em_instance_samples, write_direction_datalist, write_domain, write_instance_dataset
 from custom.data.datasets import (
+    dsb2018_ids,
+    get_dsb2018_folder,
     get_drosophila_vnc_paths,
     get_epfl_hippocampus_paths,
     get_fafb_mito_paths,
     get_isbi2012_paths,
     load_drosophila_vnc,
     load_drosophila_vnc_stack2,
+    load_dsb2018_nuclei,
     load_fafb_mito,
     load_isbi2012,
+    split_ids,
 )
 from custom.data.readers import EMDataError
 from custom.utils.io import atomic_path
@@ -39,7 +47,10 @@ DOWNLOADERS = {
     "fafb_mito": get_fafb_mito_paths,
     "epfl_hippocampus": get_epfl_hippocampus_paths,
     "isbi2012": get_isbi2012_paths,
+    "dsb2018_nuclei": lambda root, download: {"stage1_train": get_dsb2018_folder(root, download)},
 }
+# Sections of each EM volume for the mitochondria-instance task: (training, validation, test).
+MITO_INSTANCE_SECTIONS = {"vnc": (range(0, 14), range(14, 16), range(16, 20)), "fafb": (range(0, 5), range(5, 6), range(6, 8))}
 MARKER = "prepared.json"
 
 
@@ -100,6 +111,39 @@ def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_me
     return _mark_prepared(out, data_dir, [direction])
 
 
+def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nuclei", force: bool = False) -> str:
+    """DSB 2018 nuclei as a 2D instance dataset: 80/20 train/test split by id (seed 0), 10 % of the
+    training ids held out for validation (seed 1)."""
+    out = Path(out_dir)
+    if not _needs_preparing(out, force):
+        return str(out)
+    train_ids, test_ids = split_ids(dsb2018_ids(data_dir), 0.8, seed=0)
+    train_ids, val_ids = split_ids(train_ids, 0.9, seed=1)
+
+    def samples(ids: list[str]):
+        for image_id in ids:
+            image, labels = load_dsb2018_nuclei(data_dir, image_id)
+            yield image_id, (image - image.mean()) / max(float(image.std()), 1e-6), labels
+
+    write_instance_dataset(out, {"training": samples(train_ids), "validation": samples(val_ids), "test": samples(test_ids)}, "dsb2018_nuclei")
+    return _mark_prepared(out, data_dir, ["."])
+
+
+def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepared_mito_instances", scale: float = 0.5, force: bool = False) -> str:
+    """VNC and FAFB mitochondria as 2D instance datasets (``out/vnc``, ``out/fafb``): one sample per
+    section, connected components of the mask as instances, sections split as in
+    ``MITO_INSTANCE_SECTIONS``; ``scale`` downsamples in-plane (0.5: ~9 nm VNC, 8 nm FAFB pixels)."""
+    out = Path(out_dir)
+    if not _needs_preparing(out, force):
+        return str(out)
+    for name, loader in (("vnc", load_drosophila_vnc), ("fafb", load_fafb_mito)):
+        image, label, _ = loader(data_dir)
+        sections = em_instance_samples(image, label, name, scale)
+        splits = MITO_INSTANCE_SECTIONS[name]
+        write_instance_dataset(out / name, {k: [sections[z] for z in r] for k, r in zip(("training", "validation", "test"), splits)}, f"{name}_mito_instances")
+    return _mark_prepared(out, data_dir, list(MITO_INSTANCE_SECTIONS))
+
+
 def _needs_preparing(out: Path, force: bool) -> bool:
     """False when ``out`` holds a complete earlier result (kept); clears an incomplete one when ``force``."""
     if (out / MARKER).exists() and not force:
@@ -121,7 +165,7 @@ def _mark_prepared(out: Path, data_dir: str, directions: list[str]) -> str:
 
 def main() -> None:
     try:
-        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes})
+        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes, "nuclei": nuclei, "mito_instances": mito_instances})
     except (EMDataError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -9,7 +9,7 @@ import torch
 from custom.losses import ForegroundDistanceBorderLoss
 from custom.metrics import instance_metrics
 from custom.networks import UNet
-from custom.transforms import InstanceTargetsd, WatershedInstancesd
+from custom.transforms import InstanceTargetsd, InstancesFromMapsd
 
 from .conftest import touching_disks
 
@@ -24,11 +24,11 @@ def test_targets_have_three_channels_and_watershed_recovers_both_objects():
     target = InstanceTargetsd("label")({"label": torch.as_tensor(labels[None])})["label"]
     assert target.shape == (3, 48, 64) and target.dtype == torch.float32
     torch.testing.assert_close(target[0], torch.as_tensor((labels > 0).astype(np.float32)))
-    instances = WatershedInstancesd("pred")({"pred": _logit(target)})["pred"]
+    instances = InstancesFromMapsd("pred")({"pred": _logit(target)})["pred"]
     assert instances.shape == (1, 48, 64)
     assert instance_metrics(instances[0].numpy(), labels)["ap70"] == 1.0
     with pytest.raises(ValueError, match="3 channels"):
-        WatershedInstancesd("pred")({"pred": torch.zeros(2, 8, 8)})
+        InstancesFromMapsd("pred")({"pred": torch.zeros(2, 8, 8)})
 
 
 def test_loss_prefers_the_targets_and_trains_a_small_unet():

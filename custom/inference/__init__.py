@@ -5,16 +5,18 @@ from .blockwise import segment_volume
 from .inferers import make_volume_inferer
 from .instances import label_instances
 from .predictor import VolumePredictor, WindowNetwork
-from .savers import SaveVolumePredictiond, affine_spacing
+from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, input_stem
 from .zarr_output import ZarrSegmentation
 
 __all__ = [
     "Block",
+    "SaveInstancesd",
     "SaveVolumePredictiond",
     "VolumePredictor",
     "WindowNetwork",
     "ZarrSegmentation",
     "affine_spacing",
+    "input_stem",
     "label_instances",
     "make_volume_inferer",
     "segment_volume",

@@ -11,6 +11,17 @@ from monai.transforms import MapTransform
 from custom.data.writers import write_volume
 
 
+INPUT_SUFFIXES = (".nii.gz", ".tiff", ".tif", ".nii", ".png", ".zarr", ".mha", ".nrrd")
+
+
+def input_stem(meta: Mapping) -> str:
+    """The input file's name without its image suffix, from MONAI metadata."""
+    stem = Path(str(meta["filename_or_obj"])).name
+    for suffix in INPUT_SUFFIXES:
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+    return stem
+
+
 def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """(z, y, x) spacing from a reader affine (column norms of its 3x3 part)."""
     affine = np.asarray(affine, dtype=float)
@@ -48,9 +59,7 @@ class SaveVolumePredictiond(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             meta = pred.meta
-            stem = Path(str(meta["filename_or_obj"])).name
-            for suffix in (".nii.gz", ".tiff", ".tif", ".nii", ".png", ".zarr", ".mha", ".nrrd"):
-                stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+            stem = input_stem(meta)
             prob = np.asarray(pred.detach().cpu().float())[self.channel]
             spacing = affine_spacing(meta["affine"])
             prob_out = (prob * 255).round().astype(np.uint8) if self.prob_dtype == "uint8" else prob.astype(np.float32)
@@ -58,4 +67,27 @@ class SaveVolumePredictiond(MapTransform):
             for fmt in self.formats:
                 write_volume(self.output_dir / f"{stem}_prob.{fmt}", prob_out, spacing, overwrite=self.overwrite)
                 write_volume(self.output_dir / f"{stem}_mask.{fmt}", mask, spacing, overwrite=self.overwrite)
+        return d
+
+
+class SaveInstancesd(MapTransform):
+    """Save (1, Y, X) instance labels as ``<output_dir>/<input stem>_instances.tif`` (uint16, atomic).
+
+    2D instance maps are written on the input's pixel grid (unit spacing); existing files are kept
+    unless ``overwrite``.
+    """
+
+    def __init__(self, keys: str = "pred", output_dir: str = "prediction", overwrite: bool = True) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.overwrite = overwrite
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            labels = np.asarray(d[key].detach().cpu())
+            if labels.max() > np.iinfo(np.uint16).max:
+                raise ValueError(f"{input_stem(d[key].meta)}: {labels.max()} instances do not fit uint16.")
+            path = self.output_dir / f"{input_stem(d[key].meta)}_instances.tif"
+            write_volume(path, labels.astype(np.uint16).reshape(1, *labels.shape[-2:]), (1.0, 1.0, 1.0), overwrite=self.overwrite)
         return d

@@ -1,11 +1,12 @@
 """Segmentation, instance and membrane (ISBI 2012) metrics, and label-free model-selection scores."""
 
 from .boundaries import ISBIScores, cells_from_membrane_mask, isbi_scores, segment_from_boundaries
-from .instances import instance_metrics, iou_matrix, match_counts, split_merge_counts
+from .instances import InstanceMetrics, instance_metrics, iou_matrix, match_counts, split_merge_counts
 from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
 from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman
 
 __all__ = [
+    "InstanceMetrics",
     "ISBIScores",
     "cells_from_membrane_mask",
     "TargetEntropyHandler",

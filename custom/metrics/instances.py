@@ -8,9 +8,12 @@ the reported AP is the mean over t = 0.5, 0.55, ..., 0.95. Works on 2D and 3D la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 
@@ -95,3 +98,67 @@ def instance_metrics(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[f
         "n_pred": int(iou.shape[1]),
         **_split_merge(*overlaps),
     }
+
+
+class InstanceMetrics(Metric):
+    """Ignite metric: ``instance_metrics`` pooled over the evaluated images.
+
+    Expects ``(pred, label)`` lists of (1, *spatial) integer instance images. Match counts and
+    split/merge counts are summed over images before AP, precision, recall and F1 are formed (the
+    DSB 2018 score averages AP per image instead; pooled counts weigh crowded images more and are
+    stable on images with few objects). Results go into ``engine.state.metrics`` flat: ``ap``
+    (mean over ``thresholds``), ``ap50``, ``ap70``, ``precision70``, ``recall70``, ``f1_70``,
+    ``splits``, ``merges`` (for ``at`` = 0.7). With ``only`` (one of those names) the metric is that
+    single scalar, as a key metric for checkpoint selection needs.
+    """
+
+    def __init__(
+        self, thresholds: Sequence[float] = DSB_THRESHOLDS, at: float = 0.7, only: str | None = None, output_transform: Callable = lambda x: x
+    ) -> None:
+        self.thresholds, self.at, self.only = tuple(thresholds), at, only
+        a = round(at * 100)
+        names = ("ap", "ap50", f"ap{a}", f"precision{a}", f"recall{a}", f"f1_{a}", "splits", "merges")
+        if only is not None and only not in names:
+            raise ValueError(f"InstanceMetrics: unknown value {only!r}; choose from {names}.")
+        super().__init__(output_transform=output_transform, metrics_result_mode="flatten")
+
+    def reset(self) -> None:
+        self._counts = {t: np.zeros(3, np.int64) for t in {*self.thresholds, 0.5, self.at}}
+        self._split_merge = {"splits": 0, "merges": 0}
+        self._images = 0
+
+    def update(self, output: Sequence) -> None:
+        for pred, label in zip(*output):
+            pred, truth = (np.asarray(torch.as_tensor(x).detach().cpu())[0].astype(np.int64) for x in (pred, label))
+            overlaps = overlap_matrix(pred, truth)
+            iou = _iou(*overlaps)
+            for t in self._counts:
+                self._counts[t] += match_counts(iou, t)
+            for key, value in _split_merge(*overlaps).items():
+                self._split_merge[key] += value
+            self._images += 1
+
+    def compute(self) -> dict[str, float] | float:
+        if not self._images:
+            raise NotComputableError("InstanceMetrics needs at least one evaluated image.")
+        values = self._values()
+        return values if self.only is None else values[self.only]
+
+    def _values(self) -> dict[str, float]:
+        def ap(t: float) -> float:
+            tp, fp, fn = self._counts[t]
+            return float(tp / (tp + fp + fn)) if tp + fp + fn else 1.0
+
+        tp, fp, fn = self._counts[self.at]
+        precision = float(tp / (tp + fp)) if tp + fp else 1.0
+        recall = float(tp / (tp + fn)) if tp + fn else 1.0
+        at = round(self.at * 100)
+        return {
+            "ap": float(np.mean([ap(t) for t in self.thresholds])),
+            "ap50": ap(0.5),
+            f"ap{at}": ap(self.at),
+            f"precision{at}": precision,
+            f"recall{at}": recall,
+            f"f1_{at}": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            **{k: float(v) for k, v in self._split_merge.items()},
+        }

@@ -1,6 +1,6 @@
 """EM-specific MONAI transforms (and instance-segmentation targets / post-processing)."""
 
-from .instances import InstanceTargetsd, WatershedInstancesd
+from .instances import InstanceTargetsd, InstancesFromMapsd
 from .intensity import HistogramMatchd
 from .spatial import CropFractiond, ResampleToPixelSized, uses_target_labels
 from .validation import ValidateVolumed
@@ -11,6 +11,6 @@ __all__ = [
     "InstanceTargetsd",
     "ResampleToPixelSized",
     "ValidateVolumed",
-    "WatershedInstancesd",
+    "InstancesFromMapsd",
     "uses_target_labels",
 ]

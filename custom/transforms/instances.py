@@ -7,9 +7,10 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from custom.inference.watershed import instance_targets, watershed_instances
+from custom.inference.watershed import connected_component_instances, instance_targets, watershed_instances
 
 
 class InstanceTargetsd(MapTransform):
@@ -35,18 +36,44 @@ class InstanceTargetsd(MapTransform):
         return d
 
 
-class WatershedInstancesd(MapTransform):
-    """(3, *spatial) logits (foreground, distance, border) → (1, *spatial) int32 instances by seeded watershed."""
+class InstancesFromMapsd(MapTransform):
+    """(3, *spatial) logits (foreground, distance, border) → (1, *spatial) int32 instances.
 
-    def __init__(self, keys: KeysCollection, threshold: float = 0.5, seed_threshold: float = 0.5, border_threshold: float = 0.5, min_size: int = 0) -> None:
+    ``method`` "watershed": seeded watershed on the distance map, seeds off the border
+    (``watershed_instances``); "connected_components": the baseline, components of the foreground
+    alone (``connected_component_instances``). ``min_size`` removes smaller objects (pixels).
+    """
+
+    METHODS = ("watershed", "connected_components")
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        method: str = "watershed",
+        threshold: float = 0.5,
+        seed_threshold: float = 0.5,
+        border_threshold: float = 0.5,
+        min_size: int = 0,
+    ) -> None:
         super().__init__(keys)
-        self.kwargs = {"threshold": threshold, "seed_threshold": seed_threshold, "border_threshold": border_threshold, "min_size": min_size}
+        if method not in self.METHODS:
+            raise ValueError(f"unknown instance method {method!r}; choose from {self.METHODS}.")
+        self.method, self.threshold, self.min_size = method, threshold, min_size
+        self.seed_threshold, self.border_threshold = seed_threshold, border_threshold
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            maps = torch.sigmoid(torch.as_tensor(d[key]).float()).cpu().numpy()
+            logits = d[key]
+            maps = torch.sigmoid(torch.as_tensor(logits).float()).cpu().numpy()
             if maps.shape[0] != 3:
                 raise ValueError(f"{key}: expected 3 channels (foreground, distance, border), got shape {maps.shape}.")
-            d[key] = torch.as_tensor(watershed_instances(maps[0], maps[1], maps[2], **self.kwargs)[None])
+            if self.method == "watershed":
+                instances = watershed_instances(
+                    maps[0], maps[1], maps[2], self.threshold, self.seed_threshold, self.border_threshold, min_size=self.min_size
+                )
+            else:
+                instances = connected_component_instances(maps[0], self.threshold, self.min_size)
+            out = torch.as_tensor(instances.astype(np.int32)[None])
+            d[key] = MetaTensor(out, meta=logits.meta) if isinstance(logits, MetaTensor) else out
         return d
