@@ -33,7 +33,7 @@ import fire
 import numpy as np
 import torch
 
-from custom.utils import atomic_path, run_bundle_logged
+from custom.utils import atomic_path, git_commit, run_bundle_logged
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "em_mitochondria"
@@ -90,13 +90,6 @@ ROW_BY_NAME = {row.name: row for row in ROWS}
 BEST_UDA = "self_training"
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 class Benchmark:
     """Runs and caches the (direction, row, seed) grid for one budget."""
 
@@ -131,7 +124,7 @@ class Benchmark:
         if not (root / TRAINED_MARKER).exists():
             self._train(direction, target, seed)
             with atomic_path(root / TRAINED_MARKER) as tmp:
-                tmp.write_text(_git_commit())
+                tmp.write_text(git_commit(REPO))
         return root / "models" / "model_final.pt"
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
@@ -189,7 +182,7 @@ class Benchmark:
             "wall_s": round(time.time() - start, 1),
             "device": self.device,
             "machine": platform.machine(),
-            "commit": _git_commit(),
+            "commit": git_commit(REPO),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
