@@ -53,7 +53,8 @@ def test_inference_keeps_shape_and_spacing(trained_root, synthetic_dir):
 def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir):
     result = run_bundle(["inference.json", "evaluate.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
     metrics = json.loads((trained_root / "eval" / "metrics.json").read_text())["metrics"]
-    assert set(metrics) == {"iou", "dice", "precision", "recall"}
+    assert set(metrics) == {"iou", "dice", "miou", "mdice", "precision", "recall"}
+    assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["mdice"] <= 1.0
     assert 0.0 <= metrics["iou"] <= metrics["dice"] <= 1.0
     assert "iou" in result.stdout + result.stderr
     assert list((trained_root / "eval").glob("*_overlay.png"))

@@ -118,7 +118,7 @@ def test_bundle_trains_infers_and_reports_isbi_scores(tmp_path, membrane_data):
         run_bundle(configs, tmp_path, "--dataset_dir", str(membrane_data), "--roi_size", "[64,64]", bundle="em_membranes")
     assert list((tmp_path / "prediction").glob("*_mask.tif"))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
-    assert set(metrics) == {"iou", "dice", "precision", "recall", "v_rand", "v_info"}
+    assert set(metrics) == {"iou", "dice", "miou", "mdice", "precision", "recall", "v_rand", "v_info"}
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("v_rand", "v_info"))
     assert list((tmp_path / "eval").glob("*_overlay.png"))
 
