@@ -28,6 +28,7 @@ from custom.data import em_instance_samples, write_direction_datalist, write_dom
 from custom.data.datasets import (
     dsb2018_ids,
     get_dsb2018_folder,
+    get_duke_dme_paths,
     get_drosophila_vnc_paths,
     get_epfl_hippocampus_paths,
     get_fafb_mito_paths,
@@ -48,6 +49,7 @@ DOWNLOADERS = {
     "epfl_hippocampus": get_epfl_hippocampus_paths,
     "isbi2012": get_isbi2012_paths,
     "dsb2018_nuclei": lambda root, download: {"stage1_train": get_dsb2018_folder(root, download)},
+    "duke_dme": lambda root, download: {p.stem: p for p in get_duke_dme_paths(root, download)},
 }
 # Sections of each EM volume for the mitochondria-instance task: (training, validation, test).
 MITO_INSTANCE_SECTIONS = {"vnc": (range(0, 14), range(14, 16), range(16, 20)), "fafb": (range(0, 5), range(5, 6), range(6, 8))}
@@ -55,7 +57,7 @@ MARKER = "prepared.json"
 
 
 def download(root: str = "data/raw", datasets: str | tuple = ("drosophila_vnc", "fafb_mito")) -> dict:
-    """Download datasets (checksummed) into ``root/<name>``; names: drosophila_vnc, fafb_mito, epfl_hippocampus, isbi2012."""
+    """Download datasets (checksummed) into ``root/<name>``; names: see ``DOWNLOADERS``."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     unknown = sorted(set(names) - set(DOWNLOADERS))
     if unknown:

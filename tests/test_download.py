@@ -54,3 +54,4 @@ def test_missing_files_without_download_and_unreachable_host(tmp_path, monkeypat
         _fetch.fetch_registered("toy", "http://127.0.0.1:9/", tmp_path / "root", download=False)
     with pytest.raises(EMDataError, match="could not download"):
         _fetch.fetch_registered("toy", "http://127.0.0.1:9/", tmp_path / "root", download=True)
+
