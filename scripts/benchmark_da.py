@@ -21,10 +21,7 @@ one; the checkpoint selected on source-validation IoU (label-free for the target
 from __future__ import annotations
 
 import json
-import os
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +29,10 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
+from benchmark_common import REPO, RESULTS, prepare, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "em_mitochondria"
 CONFIGS = BUNDLE / "configs"
 DOCS = BUNDLE / "docs" / "README.md"
@@ -43,7 +40,6 @@ DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py repor
 DOCS_END = "<!-- da_benchmark: end -->"
 SEEDS_REQUIRED = 3
 TRAINED_MARKER = "training_complete"  # written in a run folder once its training finished
-RESULTS = REPO / "results"
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
 
@@ -99,7 +95,7 @@ class Benchmark:
         self.data_root, self.work_dir, self.runs_dir = data_root, work_dir / budget, runs_dir / budget
         self.budget_name, self.budget = budget, BUDGETS[budget]
         self.device = device
-        self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.env = worker_env(threads)
         if device == "cpu":
             self.env["CUDA_VISIBLE_DEVICES"] = ""
 
@@ -184,17 +180,9 @@ class Benchmark:
             "machine": platform.machine(),
             "commit": git_commit(REPO),
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(result, indent=1))
+        write_result(out, result)
         print(f"  {direction}/{row.name}/seed{seed}: IoU {metrics_last['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
         return result
-
-
-def _prepare(data_dir: str, prepared: Path) -> Path:
-    """Convert the real data once (``prepare_data.py from_dir`` keeps a complete earlier result)."""
-    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "from_dir", data_dir, str(prepared)], check=True)
-    return prepared
 
 
 def run(
@@ -224,7 +212,7 @@ def run(
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     row_list = [ROW_BY_NAME[r] for r in row_names] or list(ROWS)
-    prepared = _prepare(data_dir, Path(work_dir) / "prepared")
+    prepared = prepare(data_dir, Path(work_dir) / "prepared")
     bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, device, threads)
     for seed in seed_list:
         for direction in direction_list:

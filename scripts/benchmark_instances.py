@@ -18,21 +18,16 @@ post-processings see the same network. Each (data set, seed) result is cached as
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import fire
 import numpy as np
-import torch
+from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "nuclei_instances" / "configs"
-RESULTS = REPO / "results"
 METHODS = ("watershed", "connected_components")
 METRICS = ("ap", "ap50", "ap70", "precision70", "recall70", "f1_70", "splits", "merges")
 # dataset -> (prepare_data.py command, folder of the datalist inside that command's output)
@@ -42,12 +37,6 @@ BUDGETS = {
     "gpu": {"patch": 256, "batch_size": 16, "max_epochs": 40, "iterations_per_epoch": 50, "val_interval": 5},
     "quick": {"patch": 64, "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 3, "val_interval": 1},
 }
-
-
-def _prepare(data_dir: str, work_dir: Path, command: str) -> Path:
-    out = work_dir / "prepared" / command
-    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), command, data_dir, str(out)], check=True)
-    return out
 
 
 def run_one(data_root: Path, root: Path, result_path: Path, dataset: str, seed: int, budget: str, env: dict) -> dict:
@@ -77,9 +66,7 @@ def run_one(data_root: Path, root: Path, result_path: Path, dataset: str, seed: 
         "dataset": dataset, "seed": seed, "budget": {"name": budget, **b}, "metrics": metrics,
         "wall_s": round(time.time() - start, 1), "commit": git_commit(REPO),
     }  # fmt: skip
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(result_path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
+    write_result(result_path, result)
     ws, cc = metrics["watershed"]["ap70"], metrics["connected_components"]["ap70"]
     print(f"  {dataset}/seed{seed}: AP70 watershed {ws:.3f}, connected components {cc:.3f} ({result['wall_s']:.0f} s)", flush=True)
     return result
@@ -96,15 +83,11 @@ def run(
 ) -> None:
     """Run every missing (dataset, seed), then write the report; ``--quick``: one seed, tiny budget."""
     budget = "quick" if quick else budget
-    names = [datasets] if isinstance(datasets, str) else list(datasets)
-    unknown = sorted(set(names) - set(DATASETS))
-    if unknown:
-        raise SystemExit(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
+    names = chosen(datasets, DATASETS, "dataset(s)")
     work = Path(work_dir)
     runs_dir = work / "quick_results" / "runs" if quick else RESULTS / "instance_runs" / budget
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-    torch.set_num_threads(threads)
-    prepared = {command: _prepare(data_dir, work, command) for command in {DATASETS[n][0] for n in names}}
+    env = worker_env(threads)
+    prepared = {command: prepare(data_dir, work / "prepared" / command, command) for command in {DATASETS[n][0] for n in names}}
     for seed in range(1 if quick else seeds):
         for name in names:
             command, folder = DATASETS[name]

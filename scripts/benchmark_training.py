@@ -82,7 +82,7 @@ def run(iterations: int = 20, patch: int = 256, batch: int = 4, device: str = "c
     base = rows[0]["s_per_iter"]
     for row in rows:
         row["ratio_to_supervised"] = row["s_per_iter"] / base
-    header = f"| method | s/iter | × supervised | peak RSS (MB) |\n|---|---|---|---|\n"
+    header = "| method | s/iter | × supervised | peak RSS (MB) |\n|---|---|---|---|\n"
     table = header + "".join(
         f"| {r['method']} | {r['s_per_iter']:.3f} | {r['ratio_to_supervised']:.2f} | {r['peak_rss_mb']:.0f} |\n" for r in rows
     )

@@ -22,22 +22,17 @@ seeds. Cached per (variant, seed) in ``results/finetune_runs/<budget>/``; ``repo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import fire
 import numpy as np
-import torch
+from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "em_mitochondria" / "configs"
-RESULTS = REPO / "results"
 DIRECTION = "vnc_to_fafb"
 TRAINED_MARKER = "training_complete"
 BUDGETS = {
@@ -136,17 +131,9 @@ class Study:
             "overrides": {k: v for k, v in overrides.items() if k != "dataset_dir"}, "metrics": metrics,
             "budget": {"name": self.budget_name, **self.budget}, "wall_s": round(time.time() - start, 1), "commit": git_commit(REPO),
         }  # fmt: skip
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(result, indent=1))
+        write_result(out, result)
         print(f"  {variant.name}/seed{seed}: mIoU {result['metrics']['miou']:.3f}, IoU {metrics['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
         return result
-
-
-def _prepare(data_dir: str, work_dir: Path) -> Path:
-    prepared = work_dir / "prepared"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "from_dir", data_dir, str(prepared)], check=True)
-    return prepared / DIRECTION
 
 
 def run(
@@ -160,15 +147,10 @@ def run(
 ) -> None:
     """Run every missing (variant, seed), seed by seed, then write the report."""
     budget = "quick" if quick else budget
-    names = [variants] if isinstance(variants, str) else list(variants)
-    unknown = sorted(set(names) - set(VARIANT_BY_NAME))
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {unknown}; choose from {sorted(VARIANT_BY_NAME)}")
+    names = chosen(variants, VARIANT_BY_NAME, "variant(s)")
     work = Path(work_dir)
     runs_dir = work / "quick_results" / "runs" if quick else RESULTS / "finetune_runs" / budget
-    torch.set_num_threads(threads)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-    study = Study(_prepare(data_dir, work), work, runs_dir, budget, env)
+    study = Study(prepare(data_dir, work / "prepared") / DIRECTION, work, runs_dir, budget, worker_env(threads))
     for seed in range(1 if quick else seeds):
         for name in names:
             study.run_one(VARIANT_BY_NAME[name], seed)

@@ -14,7 +14,7 @@ import torch
 from custom.data import load_datalist, read_volume
 from custom.networks import UNet
 
-from .conftest import CONFIGS, run_bundle
+from .conftest import BUNDLES, run_bundle
 
 FAST = ("--max_epochs", "1", "--iterations_per_epoch", "2", "--val_interval", "1", "--patch_size", "[64,64]", "--batch_size", "2")
 
@@ -60,10 +60,12 @@ def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir):
     assert list((trained_root / "eval").glob("*_overlay.png"))
 
 
-def test_network_matches_metadata():
+@pytest.mark.parametrize("bundle", ["em_mitochondria", "em_membranes", "nuclei_instances"])
+def test_network_matches_metadata(bundle):
+    configs = BUNDLES / bundle / "configs"
     cmd = [
         sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
-        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+        "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json"),
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

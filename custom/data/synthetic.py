@@ -16,8 +16,6 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .writers import write_volume
-
 
 @dataclass(frozen=True)
 class Microscope:

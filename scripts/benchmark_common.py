@@ -1,0 +1,46 @@
+"""What the benchmark scripts share: real-data preparation, argument checks, worker settings, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from custom.utils import atomic_path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+
+
+def prepare(data_dir: str, out: Path, command: str = "from_dir") -> Path:
+    """Run ``prepare_data.py <command> data_dir out`` (it keeps a complete earlier result); return ``out``."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), command, data_dir, str(out)], check=True)
+    return out
+
+
+def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> list[str]:
+    """``requested`` (one name or several) as a list, or exit with the names that are known."""
+    names = [requested] if isinstance(requested, str) else list(requested)
+    known = list(known)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; choose from {sorted(known)}")
+    return names
+
+
+def worker_env(threads: int) -> dict:
+    """Environment for bundle subprocesses with ``threads`` CPU threads (also set for this process)."""
+    torch.set_num_threads(threads)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write one cached run as JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
