@@ -68,6 +68,8 @@ def test_same_seed_gives_identical_training(tmp_path, synthetic_dir):
     [
         (["scripts/demo.py", "--method", "fda"], "unknown method 'fda'; choose from mmd"),
         (["scripts/benchmark_da.py", "run", "--rows", "dan"], "unknown row or direction 'dan'; choose from source_only"),
+        (["scripts/finetune_study.py", "run", "--variants", "nope"], "unknown variant(s) ['nope']; choose from ['baseline'"),
+        (["scripts/benchmark_instances.py", "run", "--datasets", "nope"], "unknown dataset(s) ['nope']; choose from ['dsb2018_nuclei'"),
     ],
 )
 def test_unknown_method_name_is_refused_with_the_choices(command, message, tmp_path):
