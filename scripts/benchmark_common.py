@@ -44,3 +44,27 @@ def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
+
+
+def bar_chart(labels: list[str], series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> None:
+    """Grouped bars with error bars: one group per label, one bar per series of (mean, std); PNG, atomic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4))
+    x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, [m for m, _ in values], width, yerr=[s for _, s in values], capsize=3, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

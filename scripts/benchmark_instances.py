@@ -12,7 +12,7 @@ validation AP), then evaluated on the test split twice — instances by seeded w
 predicted distance map, and by connected components of the predicted foreground — so the two
 post-processings see the same network. Each (data set, seed) result is cached as
 ``results/instance_runs/<budget>/<dataset>/seed<k>.json`` (commit them); ``report`` writes
-``results/instance_benchmark.{md,json}``.
+``results/instance_benchmark.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, bar_chart, chosen, prepare, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
@@ -130,7 +130,7 @@ def _markdown(table: dict, budget: dict) -> str:
 
 
 def report(runs_dir: str = str(RESULTS / "instance_runs" / "cpu"), out: str = str(RESULTS)) -> None:
-    """Aggregate the cached runs into ``instance_benchmark.md`` and ``.json`` under ``out``."""
+    """Aggregate the cached runs into ``instance_benchmark.{md,json,png}`` under ``out``."""
     results = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/seed*.json"))]
     if not results:
         raise SystemExit(f"no cached runs under {runs_dir}; run `python scripts/benchmark_instances.py run` first")
@@ -142,6 +142,9 @@ def report(runs_dir: str = str(RESULTS / "instance_runs" / "cpu"), out: str = st
         tmp.write_text(_markdown(table, budget))
     with atomic_path(out_dir / "instance_benchmark.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({"budget": budget, "table": table, "runs": results}, indent=1))
+    datasets = list(table)
+    series = {method.replace("_", " "): [table[d][method]["ap70"][:2] for d in datasets] for method in METHODS}
+    bar_chart(datasets, series, out_dir / "instance_benchmark.png", "Instances: watershed vs connected components", "AP at IoU 0.7 (test)")
     print(_markdown(table, budget))
 
 

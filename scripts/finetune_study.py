@@ -28,7 +28,7 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, bar_chart, chosen, prepare, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
@@ -185,27 +185,6 @@ def _markdown(rows: list[dict], budget: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    x = np.arange(len(rows))
-    for offset, metric in ((-0.2, "miou"), (0.2, "iou")):
-        ax.bar(x + offset, [r[metric][0] for r in rows], 0.4, yerr=[r[metric][1] for r in rows], capsize=3, label=metric)
-    ax.set_xticks(x, [f"{r['factor']}\n{r['value'].split(',')[0]}" for r in rows], fontsize=7)
-    ax.set_ylabel("FAFB test region")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Fine-tuning VNC → FAFB (mean ± std over seeds)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-
-
 def report(runs_dir: str = str(RESULTS / "finetune_runs" / "cpu"), out: str = str(RESULTS)) -> None:
     """Aggregate the cached runs into ``finetune_study.{md,json,png}`` under ``out``."""
     results = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/seed*.json"))]
@@ -218,7 +197,9 @@ def report(runs_dir: str = str(RESULTS / "finetune_runs" / "cpu"), out: str = st
         tmp.write_text(_markdown(rows, budget))
     with atomic_path(out_dir / "finetune_study.json") as tmp:
         tmp.write_text(json.dumps({"budget": budget, "rows": rows, "runs": results}, indent=1))
-    _chart(rows, out_dir / "finetune_study.png")
+    labels = [f"{r['factor']}\n{r['value'].split(',')[0]}" for r in rows]
+    series = {"mIoU": [r["miou"] for r in rows], "foreground IoU": [r["iou"] for r in rows]}
+    bar_chart(labels, series, out_dir / "finetune_study.png", "Fine-tuning VNC → FAFB (mean ± std over seeds)", "FAFB test region")
     print(_markdown(rows, budget))
 
 
