@@ -39,3 +39,19 @@ def test_watershed_works_in_3d_and_checks_shapes():
     assert ws.max() == 2
     with pytest.raises(ValueError, match="one shape"):
         watershed_instances(labels[0] > 0, distance)
+
+
+def test_objects_without_a_strong_distance_peak_are_kept_whole():
+    """A weak distance map (no seed reaches seed_threshold) must not drop objects: at worst the
+    watershed equals connected components."""
+    labels = touching_disks()
+    distance, border = instance_targets(labels)
+    foreground = (labels > 0).astype(np.float32)
+    weak = watershed_instances(foreground, 0.3 * distance, border)
+    np.testing.assert_array_equal(weak > 0, labels > 0)
+    assert weak.max() == 1  # one unseeded component, kept as one instance
+    mixed = distance.copy()
+    mixed[labels == 2] *= 0.3  # object 2 has no seed, object 1 has one
+    ws = watershed_instances(foreground, mixed, border)
+    np.testing.assert_array_equal(ws > 0, labels > 0)
+    assert ws.max() == 1  # the seed of object 1 floods the whole touching component

@@ -57,7 +57,9 @@ def watershed_instances(
     """Seeded watershed: one marker per regional maximum of the distance map that rises ``h`` above
     its surroundings (a plateau is one marker), reaches ``seed_threshold``, lies in the foreground
     and not on a border above ``border_threshold``; -distance is flooded inside
-    ``foreground > threshold``. Returns int32 instance labels (0 = background)."""
+    ``foreground > threshold``. A foreground component that holds no such marker (a weak distance
+    map) becomes one instance, so the watershed only ever splits what connected components find.
+    Returns int32 instance labels (0 = background)."""
     foreground, distance = np.asarray(foreground), np.asarray(distance)
     if foreground.shape != distance.shape or (border is not None and np.shape(border) != foreground.shape):
         raise ValueError(f"foreground {foreground.shape}, distance {distance.shape} and border {np.shape(border)} must have one shape.")
@@ -67,5 +69,10 @@ def watershed_instances(
         allowed &= np.asarray(border) < border_threshold
     maxima = h_maxima(np.where(mask, distance, 0).astype(np.float32), h).astype(bool) & allowed
     markers = connected_label(maxima, connectivity=mask.ndim)
+    components = connected_label(mask, connectivity=mask.ndim)
+    seeded = np.zeros(components.max() + 1, bool)
+    seeded[components[markers > 0]] = True
+    unseeded = mask & ~seeded[components]
+    markers[unseeded] = components[unseeded] + markers.max()
     labels = watershed(-distance, markers, mask=mask).astype(np.int32)
     return remove_small_objects(labels, min_size) if min_size else labels
