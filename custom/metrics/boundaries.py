@@ -22,17 +22,21 @@ from skimage.segmentation import watershed
 from .instances import overlap_matrix
 
 
-def segment_from_boundaries(boundary: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Cell labels (int32, ids unique over the stack) from a (Y, X) or (Z, Y, X) boundary probability."""
-    stack = np.asarray(boundary)[None] if np.ndim(boundary) == 2 else np.asarray(boundary)
+def _label_sections(array: np.ndarray, label_section: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``label_section`` to each (Y, X) section of a 2D or 3D array; int32 ids unique over the stack."""
+    stack = np.asarray(array)[None] if np.ndim(array) == 2 else np.asarray(array)
     out = np.zeros(stack.shape, np.int32)
     offset = 0
     for z, section in enumerate(stack):
-        seeds = connected_label(section < threshold, connectivity=1)
-        cells = watershed(section, seeds)
-        out[z] = np.where(cells > 0, cells + offset, 0)
-        offset = int(out[z].max())
-    return out[0] if np.ndim(boundary) == 2 else out
+        labels = label_section(section)
+        out[z] = np.where(labels > 0, labels + offset, 0)
+        offset += int(labels.max())
+    return out[0] if np.ndim(array) == 2 else out
+
+
+def segment_from_boundaries(boundary: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Cell labels (int32, ids unique over the stack) from a (Y, X) or (Z, Y, X) boundary probability."""
+    return _label_sections(boundary, lambda section: watershed(section, connected_label(section < threshold, connectivity=1)))
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -58,14 +62,7 @@ def isbi_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def cells_from_membrane_mask(membrane: np.ndarray) -> np.ndarray:
     """Ground-truth cells of a binary membrane mask: 4-connected non-membrane regions per section (0 = membrane)."""
-    stack = np.asarray(membrane)[None] if np.ndim(membrane) == 2 else np.asarray(membrane)
-    out = np.zeros(stack.shape, np.int32)
-    offset = 0
-    for z, section in enumerate(stack):
-        cells = connected_label(section == 0, connectivity=1)
-        out[z] = np.where(cells > 0, cells + offset, 0)
-        offset = int(out[z].max())
-    return out[0] if np.ndim(membrane) == 2 else out
+    return _label_sections(membrane, lambda section: connected_label(section == 0, connectivity=1))
 
 
 class ISBIScores(Metric):

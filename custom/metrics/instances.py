@@ -8,7 +8,7 @@ the reported AP is the mean over t = 0.5, 0.55, ..., 0.95. Works on 2D and 3D la
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -74,26 +74,34 @@ def _split_merge(inter: np.ndarray, true_size: np.ndarray, pred_size: np.ndarray
     return {"splits": int(np.count_nonzero(pieces >= 2)), "merges": int(np.count_nonzero(swallowed >= 2))}
 
 
+def _score_names(at: float) -> tuple[str, ...]:
+    a = round(at * 100)
+    return ("ap", "ap50", f"ap{a}", f"precision{a}", f"recall{a}", f"f1_{a}")
+
+
+def _scores(counts: Mapping[float, Sequence[int]], thresholds: Sequence[float], at: float) -> dict[str, float]:
+    """AP (mean over ``thresholds``, at 0.5, at ``at``) and precision/recall/F1 at ``at`` from
+    ``{threshold: (TP, FP, FN)}``."""
+
+    def ap(t: float) -> float:
+        tp, fp, fn = counts[t]
+        return float(tp / (tp + fp + fn)) if tp + fp + fn else 1.0
+
+    tp, fp, fn = counts[at]
+    precision = float(tp / (tp + fp)) if tp + fp else 1.0
+    recall = float(tp / (tp + fn)) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    values = (float(np.mean([ap(t) for t in thresholds])), ap(0.5), ap(at), precision, recall, f1)
+    return dict(zip(_score_names(at), values))
+
+
 def instance_metrics(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = DSB_THRESHOLDS, at: float = 0.7) -> dict[str, float]:
     """AP over ``thresholds`` (mean) and at 0.5 and ``at``, precision/recall/F1 at ``at``, splits and merges."""
     overlaps = overlap_matrix(pred, truth)  # one pass over the images for IoU, splits and merges
     iou = _iou(*overlaps)
-
-    def ap(t: float) -> float:
-        tp, fp, fn = match_counts(iou, t)
-        return tp / (tp + fp + fn) if tp + fp + fn else 1.0
-
-    tp, fp, fn = match_counts(iou, at)
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    counts = {t: match_counts(iou, t) for t in {*thresholds, 0.5, at}}
     return {
-        "ap": float(np.mean([ap(t) for t in thresholds])),
-        "ap50": ap(0.5),
-        f"ap{round(at * 100)}": ap(at),
-        f"precision{round(at * 100)}": precision,
-        f"recall{round(at * 100)}": recall,
-        f"f1_{round(at * 100)}": f1,
+        **_scores(counts, thresholds, at),
         "n_true": int(iou.shape[0]),
         "n_pred": int(iou.shape[1]),
         **_split_merge(*overlaps),
@@ -116,8 +124,7 @@ class InstanceMetrics(Metric):
         self, thresholds: Sequence[float] = DSB_THRESHOLDS, at: float = 0.7, only: str | None = None, output_transform: Callable = lambda x: x
     ) -> None:
         self.thresholds, self.at, self.only = tuple(thresholds), at, only
-        a = round(at * 100)
-        names = ("ap", "ap50", f"ap{a}", f"precision{a}", f"recall{a}", f"f1_{a}", "splits", "merges")
+        names = (*_score_names(at), "splits", "merges")
         if only is not None and only not in names:
             raise ValueError(f"InstanceMetrics: unknown value {only!r}; choose from {names}.")
         super().__init__(output_transform=output_transform, metrics_result_mode="flatten")
@@ -141,24 +148,5 @@ class InstanceMetrics(Metric):
     def compute(self) -> dict[str, float] | float:
         if not self._images:
             raise NotComputableError("InstanceMetrics needs at least one evaluated image.")
-        values = self._values()
+        values = {**_scores(self._counts, self.thresholds, self.at), **{k: float(v) for k, v in self._split_merge.items()}}
         return values if self.only is None else values[self.only]
-
-    def _values(self) -> dict[str, float]:
-        def ap(t: float) -> float:
-            tp, fp, fn = self._counts[t]
-            return float(tp / (tp + fp + fn)) if tp + fp + fn else 1.0
-
-        tp, fp, fn = self._counts[self.at]
-        precision = float(tp / (tp + fp)) if tp + fp else 1.0
-        recall = float(tp / (tp + fn)) if tp + fn else 1.0
-        at = round(self.at * 100)
-        return {
-            "ap": float(np.mean([ap(t) for t in self.thresholds])),
-            "ap50": ap(0.5),
-            f"ap{at}": ap(self.at),
-            f"precision{at}": precision,
-            f"recall{at}": recall,
-            f"f1_{at}": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            **{k: float(v) for k, v in self._split_merge.items()},
-        }
