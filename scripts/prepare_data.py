@@ -24,7 +24,7 @@ from pathlib import Path
 
 import fire
 
-from custom.data import em_instance_samples, write_direction_datalist, write_domain, write_instance_dataset
+from custom.data import em_instance_samples, write_direction_datalist, write_domain, write_instance_dataset, zscore
 from custom.data.datasets import (
     dsb2018_ids,
     get_dsb2018_folder,
@@ -125,7 +125,7 @@ def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nucle
     def samples(ids: list[str]):
         for image_id in ids:
             image, labels = load_dsb2018_nuclei(data_dir, image_id)
-            yield image_id, (image - image.mean()) / max(float(image.std()), 1e-6), labels
+            yield image_id, zscore(image), labels
 
     write_instance_dataset(out, {"training": samples(train_ids), "validation": samples(val_ids), "test": samples(test_ids)}, "dsb2018_nuclei")
     return _mark_prepared(out, data_dir, ["."])

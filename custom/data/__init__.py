@@ -1,7 +1,7 @@
 """Getting voxels in: readers, writers, the prepared-dataset layout, synthetic data, public datasets."""
 
 from .datalist import SPLITS, check_pair, crop_along_x, load_datalist, write_direction_datalist, write_domain
-from .instance_data import INSTANCE_SPLITS, em_instance_samples, mask_to_instances, write_instance_dataset
+from .instance_data import INSTANCE_SPLITS, em_instance_samples, mask_to_instances, write_instance_dataset, zscore
 from .readers import EMDataError, EMVolumeReader, binarize, read_label, read_volume
 from .synthetic import SOURCE_MICROSCOPE, TARGET_MICROSCOPE, Microscope, ensure_synthetic_dataset, synthesize_volume
 from .synthetic_nuclei import ensure_synthetic_nuclei, synthesize_nuclei
@@ -31,4 +31,5 @@ __all__ = [
     "write_domain",
     "write_instance_dataset",
     "write_volume",
+    "zscore",
 ]

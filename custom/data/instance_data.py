@@ -54,6 +54,12 @@ def write_instance_dataset(root: str | os.PathLike, splits: Mapping[str, Iterabl
     return root
 
 
+def zscore(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 with zero mean and unit standard deviation (a flat image stays finite)."""
+    image = np.asarray(image, np.float32)
+    return (image - image.mean()) / max(float(image.std()), 1e-6)
+
+
 def mask_to_instances(mask: np.ndarray) -> np.ndarray:
     """Instance labels of a binary 2D mask: its 8-connected components (ground truth for mitochondria)."""
     return connected_label(np.asarray(mask) > 0, connectivity=2).astype(np.int32)
@@ -70,6 +76,5 @@ def em_instance_samples(image: np.ndarray, mask: np.ndarray, prefix: str, scale:
         if scale != 1.0:
             section = rescale(section, scale, order=1, preserve_range=True, anti_aliasing=True).astype(np.float32)
             section_mask = rescale(section_mask > 0, scale, order=0, preserve_range=True, anti_aliasing=False)
-        section = (section - section.mean()) / max(float(section.std()), 1e-6)
-        samples.append((f"{prefix}_{z:03d}", section, mask_to_instances(section_mask)))
+        samples.append((f"{prefix}_{z:03d}", zscore(section), mask_to_instances(section_mask)))
     return samples
