@@ -80,6 +80,21 @@ def test_synthetic_membrane_labels_lie_on_the_dark_cell_boundaries():
     assert cells.max() >= 3  # the membranes close into several cells
 
 
+def test_a_synthetic_folder_holding_another_structure_is_generated_again(tmp_path):
+    from custom.data import ensure_synthetic_dataset, read_label
+
+    root = tmp_path / "synthetic"
+    ensure_synthetic_dataset(root, n_sections=1, extent_nm=600.0)
+    mitochondria = read_label(root / "volumes" / "source" / "source_label.tif")[0]
+    ensure_synthetic_dataset(root, n_sections=1, extent_nm=600.0, structure="membranes")
+    membranes = read_label(root / "volumes" / "source" / "source_label.tif")[0]
+    assert json.loads((root / "synthetic.json").read_text())["structure"] == "membranes"
+    assert not np.array_equal(mitochondria, membranes)
+    stamp = (root / "synthetic.json").stat().st_mtime_ns
+    ensure_synthetic_dataset(root, n_sections=1, extent_nm=600.0, structure="membranes")  # same parameters: reused
+    assert (root / "synthetic.json").stat().st_mtime_ns == stamp
+
+
 def test_isbi_metric_scores_a_perfect_and_a_merging_prediction():
     membrane = (_challenge_labels()[:1] == 0).astype(np.float32)  # (1, Y, X) -> one section
     label = torch.from_numpy(np.stack([1 - membrane, membrane]))
