@@ -85,6 +85,7 @@ ROW_BY_NAME = {row.name: row for row in ROWS}
 # Fixed before looking at any real result: self-training builds on CORAL, the best alignment
 # method on the synthetic pair (bundle docs); "best UDA" in the report is chosen the same way.
 BEST_UDA = "self_training"
+ALIGNMENT_ROWS = ("adabn", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
 
 
 class Benchmark:
@@ -320,9 +321,6 @@ def _status(table: dict) -> list[str]:
                 "it is under-trained here, so the gap percentages of this direction overstate what a method recovers."
             )
     return lines
-
-
-ALIGNMENT_ROWS = ("adabn", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
 
 
 def _diagnosis(table: dict, label_stats: dict) -> list[str]:
