@@ -286,7 +286,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict) -> str:
         lines += [f"## {direction.replace('_to_', ' → ').upper()}", "", "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
         for name, c in cells.items():
             fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
-            gap = f"{100 * c['gap_closed']:.0f} %" if "gap_closed" in c else "–"
+            gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
             lines.append(f"| {name} | {ROW_BY_NAME[name].kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | {c['iou_source_val_selected']:.3f} | {gap} |")
         lines.append("")
     lines += ["## Status", ""] + _status(table) + [""]
@@ -309,7 +309,7 @@ def _status(table: dict) -> list[str]:
         best = max(uda, key=uda.get) if uda else None
         seeds = f"{len(missing)} of {len(ROWS)} rows have fewer than {SEEDS_REQUIRED} seeds" if missing else f"all rows have {SEEDS_REQUIRED} seeds"
         goal = (
-            f"best unsupervised row on the test labels (optimistic): {best}, {100 * uda[best]:.0f} % of the gap "
+            f"best unsupervised row on the test labels (optimistic): {best}, {round(100 * uda[best])} % of the gap "
             f"({'meets' if uda[best] >= 0.5 else 'does not meet'} the ≥ 50 % goal)"
             if best else "no gap can be computed yet"
         )
