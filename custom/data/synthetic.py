@@ -40,6 +40,13 @@ STRUCTURES = ("mitochondria", "membranes")
 MEMBRANE_NM = {"mitochondria": 9.0, "membranes": 22.0}
 
 
+def _membrane_width(structure: str) -> float:
+    """Membrane band width (nm) of the scene rendered for ``structure``; unknown structures are refused."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
+    return MEMBRANE_NM[structure]
+
+
 def _mitochondria(rng: np.random.Generator, extent_nm: float, depth_nm: float, count: int) -> list[dict]:
     """Random ellipsoid-like organelles: centre, semi-axes (nm), in-plane angle and cristae period."""
     return [
@@ -108,8 +115,7 @@ def synthesize_volume(
     of ``STRUCTURES``: mitochondria, or the cell membranes (ISBI 2012 style boundary labels); it
     also sets the membrane width (``MEMBRANE_NM``).
     """
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
+    membrane_nm = _membrane_width(structure)
     rng = np.random.default_rng(seed)
     depth = n_sections * microscope.section_nm
     n_px = int(round(extent_nm / microscope.pixel_size_nm))
@@ -123,7 +129,7 @@ def synthesize_volume(
     scenes, labels = [], []
     for z in range(n_sections):
         texture = ndimage.gaussian_filter(rng.normal(0, 1, (n_px, n_px)), texture_sigma) * 0.35
-        scene, masks = _section((z + 0.5) * microscope.section_nm, coords, cells, mitos, vesicles, texture, MEMBRANE_NM[structure])
+        scene, masks = _section((z + 0.5) * microscope.section_nm, coords, cells, mitos, vesicles, texture, membrane_nm)
         scenes.append(scene)
         labels.append(masks[structure])
     image = _image(np.clip(np.stack(scenes), 0, 1), microscope, rng)
@@ -146,15 +152,13 @@ def ensure_synthetic_dataset(
 
     from .datalist import write_direction_datalist, write_domain
 
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
     root = Path(root)
     spec = {
         "structure": structure,
         "n_sections": n_sections,
         "extent_nm": extent_nm,
         "seed": seed,
-        "membrane_nm": MEMBRANE_NM[structure],
+        "membrane_nm": _membrane_width(structure),
         "source": asdict(SOURCE_MICROSCOPE),
         "target": asdict(TARGET_MICROSCOPE),
     }
