@@ -75,6 +75,7 @@ ROWS = (
     Row("dann", "uda", ("da/dann.json",)),
     Row("ynet", "uda", ("da/ynet.json",)),
     Row("two_stream", "uda", ("da/two_stream.json",)),
+    Row("randomize", "uda", ("da/randomize.json",)),
     Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
