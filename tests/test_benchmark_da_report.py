@@ -22,6 +22,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "oracle", seed, 0.80, 0.90, 0.85)
         _write_run(runs_dir, "mmd", seed, 0.30, 0.70, 0.35)  # under-segments: predicted/true = 0.5
         _write_run(runs_dir, "coral", seed, 0.62, 0.50, 0.70)  # over-segments: 1.4
+        _write_run(runs_dir, "randomize_self_training", seed, 0.45, 0.60, 0.60)  # the row declared best without target labels
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
@@ -31,8 +32,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert table["coral"]["gap_closed"] == pytest.approx(0.55)
     assert table["source_only"]["iou"]["std"] > 0.07  # sample std of 0.35 and 0.45
     text = (out / "da_benchmark.md").read_text()
+    assert "chosen without target labels: randomize_self_training, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
-    assert "1 of 2 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
+    assert "1 of 3 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "1 of the 2 alignment rows (mmd, coral) move that way: mmd." in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
