@@ -314,7 +314,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     return table
 
 
-def _markdown(table: dict, budget: dict, label_stats: dict) -> str:
+def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict) -> str:
     lines = [
         "# Domain-adaptation benchmark: EM mitochondria, Drosophila VNC ↔ FAFB",
         "",
@@ -332,7 +332,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict) -> str:
             gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
             lines.append(f"| {name} | {ROW_BY_NAME[name].kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | {c['iou_source_val_selected']:.3f} | {gap} |")
         lines.append("")
-    lines += ["## Status", ""] + _status(table) + [""]
+    lines += ["## Status", ""] + _status(table) + _choice_line(choice) + [""]
     lines += ["## Why unsupervised rows fall below source-only", ""] + _diagnosis(table, label_stats) + [""]
     lines += [
         "Reference points on other data (not comparable): Roels et al. 2019, EPFL → VNC, IoU %: FT 28.70,",
@@ -340,6 +340,15 @@ def _markdown(table: dict, budget: dict, label_stats: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _choice_line(choice: dict) -> list[str]:
+    """How the label-free best UDA row was chosen: its synthetic-pair ranking (``choose``), if cached."""
+    if not choice:
+        return [f"- {BEST_UDA} was declared the best unsupervised row without target labels; run `choose` to record the synthetic-pair ranking."]
+    ious = ", ".join(f"{name} {v['mean']:.3f}" for name, v in choice["target_test_iou"].items())
+    agree = "as declared" if choice["best_uda"] == BEST_UDA else f"but {BEST_UDA} is declared: update BEST_UDA"
+    return [f"- Label-free choice (`choose`, synthetic pair, seeds {choice['seeds']}), target-test IoU: {ious}; best {choice['best_uda']}, {agree}."]
 
 
 def _status(table: dict) -> list[str]:
@@ -459,7 +468,9 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     stats_path = Path(runs_dir).parent / LABEL_STATS
     label_stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    text = _markdown(table, BUDGETS[budget], label_stats)
+    choice_path = Path(runs_dir).parent / CHOICE
+    choice = json.loads(choice_path.read_text()) if choice_path.exists() else {}
+    text = _markdown(table, BUDGETS[budget], label_stats, choice)
     for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
             tmp.write_text(content)
