@@ -241,7 +241,7 @@ def choose(
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",
     runs_dir: str = str(RESULTS / "runs"),
-) -> dict:
+) -> None:
     """Rank unsupervised rows on the synthetic pair, whose target labels may be used: this is how the
     real benchmark's best UDA row (``BEST_UDA``) is chosen without real target labels.
 
@@ -267,7 +267,6 @@ def choose(
     for name, v in ious.items():
         print(f"{name:<26} target-test IoU {np.mean(v):.3f}")
     print(f"best unsupervised row on the synthetic pair: {result['best_uda']}")
-    return result
 
 
 def write_label_stats(prepared: Path, path: Path) -> dict:
