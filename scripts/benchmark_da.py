@@ -216,7 +216,7 @@ def run(
     if quick:
         budget, seeds, runs_dir = "quick", (0,), str(Path(work_dir) / "quick_results")
         directions = directions if directions != DIRECTIONS else DIRECTIONS[:1]
-    seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    seed_list = _seed_list(seeds)
     row_names = (rows,) if isinstance(rows, str) and rows else tuple(rows or ())
     direction_list = (directions,) if isinstance(directions, str) else tuple(directions)
     for name, known in [*((r, ROW_BY_NAME) for r in row_names), *((d, DIRECTIONS) for d in direction_list)]:
@@ -254,7 +254,7 @@ def choose(
     data_root = Path(work_dir) / "synthetic_data"
     ensure_synthetic_dataset(data_root / SYNTHETIC)
     bench = Benchmark(data_root, Path(work_dir), Path(runs_dir), SYNTHETIC, "cpu", threads)
-    seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    seed_list = _seed_list(seeds)
     row_list = [ROW_BY_NAME[name] for name in chosen(rows, (r.name for r in ROWS if r.kind != "ssda" and r.name != "oracle"), "rows")]
     ious = {row.name: [bench.run_one(SYNTHETIC, row, seed)["metrics_last"]["iou"] for seed in seed_list] for row in row_list}
     uda = [name for name in ious if ROW_BY_NAME[name].kind == "uda"]
@@ -283,6 +283,17 @@ def write_label_stats(prepared: Path, path: Path) -> dict:
             stats[direction][split] = float(sum(int(m.sum()) for m in masks) / sum(m.size for m in masks))
     write_result(path, stats)
     return stats
+
+
+def _read_beside_runs(runs_dir: str, name: str) -> dict:
+    """A JSON file written next to the cached runs (label statistics, synthetic choice); {} if absent."""
+    path = Path(runs_dir).parent / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _seed_list(seeds: int | tuple) -> tuple:
+    """``seeds`` as given on the command line (a count 0..n-1 or the seeds themselves) as a tuple."""
+    return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
 
 
 def _load(runs_dir: Path) -> list[dict]:
@@ -466,10 +477,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     table = summarise(results)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats_path = Path(runs_dir).parent / LABEL_STATS
-    label_stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    choice_path = Path(runs_dir).parent / CHOICE
-    choice = json.loads(choice_path.read_text()) if choice_path.exists() else {}
+    label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
     text = _markdown(table, BUDGETS[budget], label_stats, choice)
     for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
