@@ -60,6 +60,20 @@ def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir):
     assert list((trained_root / "eval").glob("*_overlay.png"))
 
 
+@pytest.mark.parametrize(
+    ("configs", "log_line"),
+    [(["da/adabn.json"], "AdaBN: batch-norm statistics re-estimated"), (["da/adabn.json", "da/tent.json"], "TENT: 3 steps")],
+)
+def test_test_time_adaptation_runs_before_evaluation(trained_root, synthetic_dir, configs, log_line):
+    eval_dir = trained_root / ("eval_" + Path(configs[-1]).stem)
+    result = run_bundle(
+        ["inference.json", "evaluate.json", *configs], trained_root, "--dataset_dir", str(synthetic_dir),
+        "--roi_size", "[64,64]", "--target_patches", "8", "--tent_steps", "3", "--eval_dir", str(eval_dir),
+    )  # fmt: skip
+    assert log_line in result.stdout + result.stderr
+    assert 0.0 <= json.loads((eval_dir / "metrics.json").read_text())["metrics"]["iou"] <= 1.0
+
+
 @pytest.mark.parametrize("bundle", ["em_mitochondria", "em_membranes", "nuclei_instances"])
 def test_network_matches_metadata(bundle):
     configs = BUNDLES / bundle / "configs"

@@ -1,4 +1,4 @@
-"""EM transforms: validation errors, resampling, label fractions, histogram matching, AdaBN."""
+"""EM transforms: validation errors, resampling, label fractions, histogram matching, AdaBN, TENT."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 
 from custom.data import EMDataError, write_volume
 from custom.data.readers import spacing_affine
-from custom.handlers import adapt_batchnorm
+from custom.handlers import adapt_batchnorm, minimize_entropy, prediction_entropy
 from custom.networks import UNet
 from custom.transforms import CropFractiond, HistogramMatchd, ResampleToPixelSized, ValidateVolumed, uses_target_labels
 
@@ -72,3 +72,20 @@ def test_adabn_replaces_batchnorm_statistics_with_target_ones():
     first_bn = net.encoder[0][0].adn.N
     assert abs(float(first_bn.running_mean.mean())) > 0.1  # moved away from the initial 0
     assert not net.training  # the evaluation mode it had is restored
+
+
+def test_tent_lowers_entropy_and_moves_only_batchnorm_affine_parameters():
+    torch.manual_seed(0)
+    net = UNet(2, channels=(4, 8)).eval()
+    net.encoder[0][0].conv.weight.requires_grad_(False)  # a frozen flag the adaptation must give back
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    target = [torch.randn(4, 1, 16, 16) * 3 + 5 for _ in range(2)]
+    entropies = minimize_entropy(net, iter(target * 10), steps=15, lr=1e-2)
+    assert len(entropies) == 15 and entropies[-1] < entropies[0]
+    with torch.no_grad():
+        assert float(prediction_entropy(net.train()(target[0]))) < entropies[0]
+    moved = {name for name, p in net.named_parameters() if not torch.equal(p, before[name])}
+    assert moved and all(".adn.N." in name for name in moved)
+    assert not net.encoder[0][0].conv.weight.requires_grad and net.encoder[0][1].conv.weight.requires_grad
+    with pytest.raises(ValueError, match="at least one step"):
+        minimize_entropy(net, iter(target), steps=0)
