@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from monai.data import MetaTensor
 
 from custom.data import EMDataError, write_volume
 from custom.data.readers import spacing_affine
-from custom.handlers import adapt_batchnorm, minimize_entropy, prediction_entropy
+from custom.handlers import TENTHandler, adapt_batchnorm, minimize_entropy, prediction_entropy
 from custom.networks import UNet
 from custom.transforms import CropFractiond, HistogramMatchd, ResampleToPixelSized, ValidateVolumed, uses_target_labels
 
@@ -89,3 +91,13 @@ def test_tent_lowers_entropy_and_moves_only_batchnorm_affine_parameters():
     assert not net.encoder[0][0].conv.weight.requires_grad and net.encoder[0][1].conv.weight.requires_grad
     with pytest.raises(ValueError, match="at least one step"):
         minimize_entropy(net, iter(target), steps=0)
+
+
+def test_tent_handler_reuses_its_loader_and_refuses_an_empty_one(caplog):
+    caplog.set_level("INFO", logger="custom.handlers.tent")
+    net = UNet(2, channels=(4, 8)).eval()
+    engine = SimpleNamespace(state=SimpleNamespace(device="cpu"))
+    TENTHandler(net, [{"image": torch.randn(2, 1, 16, 16)}], steps=3)(engine)  # one batch, three passes
+    assert "TENT: 3 steps" in caplog.text
+    with pytest.raises(ValueError, match="no target batch"):
+        TENTHandler(net, [], steps=3)(engine)

@@ -83,9 +83,14 @@ class TENTHandler:
         engine.add_event_handler(Events.STARTED, self)
 
     def _batches(self) -> Iterable[torch.Tensor]:
+        """The loader's images, pass after pass; stops after a pass that yields nothing."""
         while True:
+            empty = True
             for batch in self.loader:
+                empty = False
                 yield batch["image"]
+            if empty:
+                return
 
     def __call__(self, engine: Engine) -> None:
         entropies = minimize_entropy(self.network, self._batches(), self.steps, self.lr, engine.state.device)
