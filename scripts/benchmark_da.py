@@ -78,6 +78,7 @@ ROWS = (
     Row("mmd", "uda", ("da/mmd.json",)),
     Row("coral", "uda", ("da/coral.json",)),
     Row("dann", "uda", ("da/dann.json",)),
+    Row("class_mmd", "uda", ("da/class_mmd.json",), pretrained="source_only"),
     Row("ynet", "uda", ("da/ynet.json",)),
     Row("two_stream", "uda", ("da/two_stream.json",)),
     Row("randomize", "uda", ("da/randomize.json",)),
@@ -240,7 +241,9 @@ def run(
 
 def choose(
     seeds: int | tuple = 1,
-    rows: str | tuple = ("source_only", "adabn", "tent", "coral", "self_training", "randomize", "randomize_self_training"),
+    rows: str | tuple = (
+        "source_only", "adabn", "tent", "coral", "class_mmd", "self_training", "randomize", "randomize_self_training",
+    ),
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",
     runs_dir: str = str(RESULTS / "runs"),

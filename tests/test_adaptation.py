@@ -10,10 +10,12 @@ from monai.losses import DiceCELoss
 
 from custom.engines import (
     DomainAdaptationTrainer,
+    DomainBatch,
     DomainAdversarial,
     MeanTeacher,
     Reconstruction,
     TwoStream,
+    class_mmd_alignment,
     coral_alignment,
     mmd_alignment,
     trainable_parameters,
@@ -108,7 +110,6 @@ def test_dann_reverses_gradients_into_the_encoder():
     network = _net()
     objective = DomainAdversarial(network, [0.0, 0.0, 1.0], schedule=False, grl_max=1.0)
     source, target = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)
-    from custom.engines import DomainBatch
 
     def encoder_and_classifier_grads(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         network.zero_grad()
@@ -141,8 +142,9 @@ def test_ynet_reconstruction_only_sees_the_bottleneck():
         lambda net: TwoStream(net, weight=1.0, alignment=mmd_alignment([0.0, 0.0, 1.0])),
         lambda net: DomainAdversarial(net, [0.0, 1.0, 1.0]),
         lambda net: MeanTeacher(confidence=0.5),
+        lambda net: class_mmd_alignment([0.0, 1.0, 1.0], confidence=0.0),
     ],
-    ids=["ynet", "two_stream", "dann", "mean_teacher"],
+    ids=["ynet", "two_stream", "dann", "mean_teacher", "class_mmd"],
 )
 def test_every_objective_trains_and_changes_the_network(make_objective):
     network = _net()
@@ -188,3 +190,34 @@ def test_semi_supervised_target_labels_add_a_loss_term():
     trainer = _trainer(_net(), labelled=_batches(2, 9), epochs=1)
     trainer.run()
     assert "loss_seg_target" in trainer.state.output
+
+
+def _two_class_batch(foreground_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 2, 32, 32) features whose class-1 locations sit 3 σ away from class 0, and the class map."""
+    g = torch.Generator().manual_seed(seed)
+    classes = (torch.rand(1, 32, 32, generator=g) < foreground_fraction).long()
+    features = torch.randn(1, 2, 32, 32, generator=g) + 3.0 * classes[:, None]
+    return features, classes
+
+
+def test_class_conditional_mmd_ignores_a_class_balance_shift_that_plain_mmd_penalises():
+    source_features, source_classes = _two_class_batch(0.05, seed=0)
+    target_features, target_classes = _two_class_batch(0.40, seed=1)
+    logits = torch.nn.functional.one_hot(target_classes, 2).movedim(-1, 1).float() * 20.0  # confident, correct
+    source = DomainBatch(torch.zeros(1, 1, 32, 32), [source_features], labels=source_classes[:, None].float())
+    target = DomainBatch(torch.zeros(1, 1, 32, 32), [target_features], decoder=lambda _: logits)
+    torch.manual_seed(0)
+    plain = mmd_alignment([1.0])(None, source, target)["mmd_l0"].item()
+    conditional = class_mmd_alignment([1.0])(None, source, target)["class_mmd_l0"].item()
+    assert conditional < 0.1 * plain
+    shifted = DomainBatch(target.images, [target_features + 2.0], decoder=lambda _: logits)
+    assert class_mmd_alignment([1.0])(None, source, shifted)["class_mmd_l0"].item() > 10 * conditional
+
+
+def test_class_conditional_alignment_needs_source_labels_and_skips_sparse_classes():
+    features, classes = _two_class_batch(0.05, seed=0)
+    unlabelled = DomainBatch(torch.zeros(1, 1, 32, 32), [features], decoder=lambda _: torch.zeros(1, 2, 32, 32))
+    with pytest.raises(ValueError, match="no labels"):
+        class_mmd_alignment([1.0])(None, unlabelled, unlabelled)
+    labelled = DomainBatch(unlabelled.images, [features], labels=classes[:, None].float())
+    assert class_mmd_alignment([1.0], confidence=0.9)(None, labelled, unlabelled) == {}  # no confident target pixel

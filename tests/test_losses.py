@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, dann_schedule, feature_samples, grad_reverse
+from custom.losses import (
+    CORALLoss,
+    DomainAdversarialLoss,
+    MMDLoss,
+    class_samples,
+    dann_schedule,
+    feature_samples,
+    grad_reverse,
+    labels_at,
+)
 
 
 def test_mmd_near_zero_for_one_distribution_and_grows_with_mean_shift():
@@ -39,6 +48,17 @@ def test_feature_maps_become_location_samples():
     assert samples.shape == (40, 3)
     torch.testing.assert_close(samples[0], features[0, :, 0, 0])
     assert feature_samples(features, max_samples=7).shape == (7, 3)
+
+
+def test_class_samples_take_the_locations_of_one_class_at_the_feature_resolution():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :4, :4] = 1  # the top-left quadrant
+    labels[0, 4:, 4:] = -1  # ignored
+    assert labels_at(labels, (2, 2)).tolist() == [[[1, 0], [0, -1]]]
+    features = torch.arange(2 * 2 * 2, dtype=torch.float32).reshape(1, 2, 2, 2)
+    torch.testing.assert_close(class_samples(features, labels, 1), features[0, :, 0, 0][None])
+    assert class_samples(features, labels, 0).shape == (2, 2)
+    assert class_samples(features, labels, 0, max_samples=1).shape == (1, 2)
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient():

@@ -2,6 +2,7 @@
 
 from .objectives import (
     AdaptationObjective,
+    ClassConditionalAlignment,
     Composite,
     DomainAdversarial,
     DomainBatch,
@@ -9,6 +10,7 @@ from .objectives import (
     MeanTeacher,
     Reconstruction,
     TwoStream,
+    class_mmd_alignment,
     coral_alignment,
     mmd_alignment,
 )
@@ -17,6 +19,7 @@ from .utils import load_pretrained, trainable_parameters
 
 __all__ = [
     "AdaptationObjective",
+    "ClassConditionalAlignment",
     "Composite",
     "DomainAdaptationTrainer",
     "DomainAdversarial",
@@ -25,6 +28,7 @@ __all__ = [
     "MeanTeacher",
     "Reconstruction",
     "TwoStream",
+    "class_mmd_alignment",
     "coral_alignment",
     "load_pretrained",
     "loss_terms",

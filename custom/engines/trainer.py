@@ -90,7 +90,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         network = engine.network
         source_net = self.adaptation.source_network(network) if self.adaptation is not None else network
         features = source_net.encode(inputs)
-        source = DomainBatch(inputs, features, source_net.decode)
+        source = DomainBatch(inputs, features, source_net.decode, labels=targets)
         engine.state.output[Keys.PRED] = source.logits
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         terms = {"seg": engine.loss_function(source.logits, targets).mean()}

@@ -4,7 +4,7 @@ from .adversarial import DomainAdversarialLoss, GradientReversal, dann_schedule,
 from .coral import CORALLoss, covariance
 from .instance import ForegroundDistanceBorderLoss
 from .mmd import MMDLoss
-from .sampling import feature_samples
+from .sampling import class_samples, feature_samples, labels_at
 
 __all__ = [
     "CORALLoss",
@@ -12,8 +12,10 @@ __all__ = [
     "ForegroundDistanceBorderLoss",
     "GradientReversal",
     "MMDLoss",
+    "class_samples",
     "covariance",
     "dann_schedule",
     "feature_samples",
     "grad_reverse",
+    "labels_at",
 ]
