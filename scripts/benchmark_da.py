@@ -420,6 +420,13 @@ def _diagnosis(table: dict, label_stats: dict) -> list[str]:
                 f"{'mitochondria towards background (under-segmentation)' if fewer else 'background towards mitochondria (over-segmentation)'}. "
                 f"{len(moved)} of the {len(aligned)} alignment rows ({', '.join(aligned)}) move that way: {', '.join(moved) or 'none'}."
             )
+        if "class_mmd" in cells and "mmd" in cells:
+            conditional, whole = cells["class_mmd"], cells["mmd"]
+            lines.append(
+                f"  Class-conditional MMD matches each class separately, so it makes no equal-balance assumption: IoU "
+                f"{conditional['iou']['mean']:.3f} (predicted/true foreground {ratio(conditional):.2f}) vs "
+                f"{whole['iou']['mean']:.3f} ({ratio(whole):.2f}) for MMD of the whole distribution."
+            )
         spread = low["iou"]["std"]
         within = [n for n, c in below.items() if low["iou"]["mean"] - c["iou"]["mean"] <= spread]
         if spread and within:

@@ -25,6 +25,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "mmd", seed, 0.30, 0.70, 0.35)  # under-segments: predicted/true = 0.5
         _write_run(runs_dir, "coral", seed, 0.62, 0.50, 0.70)  # over-segments: 1.4
         _write_run(runs_dir, BEST, seed, 0.45, 0.60, 0.60)
+        _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66)  # 1.2
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
@@ -39,8 +40,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert f"chosen without target labels: {BEST}, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
     assert f"target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
-    assert "1 of 3 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
+    assert "1 of 4 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # BEST (tent) is one; 1.0 < 1.2
+    assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
