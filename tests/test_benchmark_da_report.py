@@ -10,11 +10,13 @@ from .conftest import REPO_ROOT
 BEST = "tent"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
-def _write_run(runs_dir, row, seed, iou, precision, recall):
+def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None):
     metrics = {"iou": iou, "dice": 2 * iou / (1 + iou), "precision": precision, "recall": recall}
     path = runs_dir / "cpu" / "vnc_to_fafb" / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics}))
+    start = {**metrics, "iou": start_iou} if start_iou is not None else None
+    run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start}
+    path.write_text(json.dumps(run))
 
 
 def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
@@ -25,7 +27,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "mmd", seed, 0.30, 0.70, 0.35)  # under-segments: predicted/true = 0.5
         _write_run(runs_dir, "coral", seed, 0.62, 0.50, 0.70)  # over-segments: 1.4
         _write_run(runs_dir, BEST, seed, 0.45, 0.60, 0.60)
-        _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66)  # 1.2
+        _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66, start_iou=0.30 + 0.02 * seed)  # 1.2
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
@@ -44,5 +46,6 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # BEST (tent) is one; 1.0 < 1.2
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
+    assert "the model they started from → theirs: class_mmd 0.310 → 0.420 (+0.110; its source_only row: 0.400)" in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
