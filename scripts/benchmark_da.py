@@ -548,6 +548,7 @@ def overlay(
     """
     from custom.data import load_datalist, read_volume
     from custom.inference.from_bundle import bundle_parser, load_bundle_network
+    from custom.metrics import binary_metrics
     from custom.visualize import pick_sections, save_overlay_png
 
     table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
@@ -571,9 +572,11 @@ def overlay(
         network, _ = load_bundle_network(BUNDLE, checkpoint, **overrides)
         with torch.inference_mode():
             pred = inferer(data["image"][None], network)[0]
-        mask = post_transforms({**data, "pred": pred})["pred"].numpy()
-        iou = table.get(name, {}).get("iou", {}).get("mean")
-        masks[name + (f" (IoU {iou:.2f})" if iou is not None else "")] = mask
+        mask = post_transforms({**data, "pred": pred})["pred"].numpy().reshape(label.shape)
+        # the shown model's own IoU on this region, beside its row's mean: a model retrained in a
+        # later session (models are not committed) need not be the one the cached row measured
+        iou, mean = binary_metrics(mask, label > 0)["iou"], table.get(name, {}).get("iou", {}).get("mean")
+        masks[f"{name} (IoU {iou:.2f}" + (f", row mean {mean:.2f})" if mean is not None else ")")] = mask
     masks["ground truth"] = label > 0
     path = Path(out) / f"da_overlay_{direction}.png"
     save_overlay_png(path, image, masks, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
