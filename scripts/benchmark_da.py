@@ -124,6 +124,10 @@ class Benchmark:
     def run_root(self, direction: str, row: Row, seed: int) -> Path:
         return self.work_dir / direction / row.name / f"seed{seed}"
 
+    def last_model(self, direction: str, row: Row, seed: int) -> Path:
+        """Where ``row``'s training writes its last checkpoint (it may not exist yet)."""
+        return self.run_root(direction, row, seed) / "models" / "model_final.pt"
+
     def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
         """The last checkpoint of ``row``, training (or resuming) it first unless its training finished.
 
@@ -136,7 +140,7 @@ class Benchmark:
             self._train(direction, target, seed)
             with atomic_path(root / TRAINED_MARKER) as tmp:
                 tmp.write_text(git_commit(REPO))
-        return root / "models" / "model_final.pt"
+        return self.last_model(direction, target, seed)
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
         b, root = self.budget, self.run_root(direction, row, seed)
@@ -179,10 +183,12 @@ class Benchmark:
         metrics_last = self._evaluate(direction, row, seed, last, "last")
         selected = models / "model.pt"
         metrics_selected = self._evaluate(direction, row, seed, selected, "selected") if row.train and selected.exists() else metrics_last
-        # the model this row started from, measured here: a pretrained row's model may have been
-        # retrained since its own row was cached, and CPU training repeats only at equal thread count
-        initial = self._checkpoint(direction, ROW_BY_NAME[row.pretrained], seed) if row.train and row.pretrained else None
-        metrics_start = self._evaluate(direction, row, seed, initial, "start") if initial else None
+        # the model this row started from, measured here when its training finished on this machine
+        # (never retrained just for this): a pretrained row's model may have been retrained since its
+        # own row was cached, and CPU training repeats only at equal thread count
+        start_row = ROW_BY_NAME[row.pretrained] if row.train and row.pretrained else None
+        start_done = start_row is not None and (self.run_root(direction, start_row, seed) / TRAINED_MARKER).exists()
+        metrics_start = self._evaluate(direction, row, seed, self.last_model(direction, start_row, seed), "start") if start_done else None
         result = {
             "direction": direction,
             "row": row.name,

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
 
-from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, class_samples, dann_schedule
+from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, class_samples, dann_schedule, labels_at
 from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet
 
 
@@ -120,7 +120,7 @@ def class_map(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 0].long() if labels.shape[1] == 1 else labels.argmax(1)
 
 
-class ClassConditionalAlignment(AdaptationObjective):
+class ClassConditionalAlignment(FeatureAlignment):
     """Σ_i λ_i · mean_c discrepancy(source features_i of class c, target features_i of class c).
 
     Aligns each class's features separately, in the spirit of class-aware MMD (Kang et al. 2019,
@@ -142,34 +142,31 @@ class ClassConditionalAlignment(AdaptationObjective):
         max_samples: int = 512,
         name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(discrepancy, level_weights, name or "class_" + type(discrepancy).__name__.replace("Loss", "").lower())
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"class-conditional alignment: confidence must be in [0, 1], got {confidence}.")
-        self.discrepancy = discrepancy
-        self.level_weights = tuple(float(w) for w in level_weights)
         self.confidence, self.min_samples, self.max_samples = float(confidence), int(min_samples), int(max_samples)
-        self.name = name or "class_" + type(discrepancy).__name__.replace("Loss", "").lower()
-        check_level_weights(self.level_weights, len(self.level_weights), self.name)
 
     @torch.no_grad()
     def target_classes(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, *spatial) predicted classes of the target, -1 where the prediction is not confident."""
         confidence, classes = torch.softmax(logits.float(), 1).max(1)
-        return torch.where(confidence >= self.confidence, classes, torch.full_like(classes, -1))
+        return classes.masked_fill(confidence < self.confidence, -1)
 
     def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
         if source.labels is None:
             raise ValueError(f"{self.name}: the source DomainBatch carries no labels to split its features by class.")
         check_level_weights(self.level_weights, len(source.features), self.name)
-        source_classes, target_classes = class_map(source.labels), self.target_classes(target.logits.detach())
+        source_classes, target_classes = class_map(source.labels), self.target_classes(target.logits)
         terms = {}
         for i, (w, fs, ft) in enumerate(zip(self.level_weights, source.features, target.features)):
             if w == 0:
                 continue
+            at_source, at_target = labels_at(source_classes, fs.shape[2:]), labels_at(target_classes, ft.shape[2:])
             per_class = []
             for c in range(target.logits.shape[1]):
-                xs = class_samples(fs, source_classes, c, self.max_samples)
-                xt = class_samples(ft, target_classes, c, self.max_samples)
+                xs = class_samples(fs, at_source, c, self.max_samples)
+                xt = class_samples(ft, at_target, c, self.max_samples)
                 if min(xs.shape[0], xt.shape[0]) >= self.min_samples:
                     per_class.append(self.discrepancy(xs, xt))
             if per_class:
