@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from monai.losses import DiceCELoss
+from monai.transforms import RandGaussianNoise, SpatialPad
 
 from custom.engines import (
     DomainAdaptationTrainer,
@@ -142,9 +143,10 @@ def test_ynet_reconstruction_only_sees_the_bottleneck():
         lambda net: TwoStream(net, weight=1.0, alignment=mmd_alignment([0.0, 0.0, 1.0])),
         lambda net: DomainAdversarial(net, [0.0, 1.0, 1.0]),
         lambda net: MeanTeacher(confidence=0.5),
+        lambda net: MeanTeacher(confidence=0.5, student_transform=RandGaussianNoise(prob=1.0, std=0.3)),
         lambda net: class_mmd_alignment([0.0, 1.0, 1.0], confidence=0.0),
     ],
-    ids=["ynet", "two_stream", "dann", "mean_teacher", "class_mmd"],
+    ids=["ynet", "two_stream", "dann", "mean_teacher", "consistency", "class_mmd"],
 )
 def test_every_objective_trains_and_changes_the_network(make_objective):
     network = _net()
@@ -221,3 +223,37 @@ def test_class_conditional_alignment_needs_source_labels_and_skips_sparse_classe
         class_mmd_alignment([1.0])(None, unlabelled, unlabelled)
     labelled = DomainBatch(unlabelled.images, [features], labels=classes[:, None].float())
     assert class_mmd_alignment([1.0], confidence=0.9)(None, labelled, unlabelled) == {}  # no confident target pixel
+
+
+def test_domain_batch_needs_features_or_an_encoder():
+    with pytest.raises(ValueError, match="encoder"):
+        DomainBatch(torch.zeros(1, 1, 8, 8))
+
+
+def test_consistency_student_sees_its_own_view_teacher_the_clean_image():
+    network = _net().eval()
+    images = torch.randn(2, 1, 16, 16)
+    encoded = []
+    target = DomainBatch(images, encoder=lambda x: encoded.append(x) or network.encode(x), decoder=network.decode)
+    objective = MeanTeacher(confidence=0.0, student_transform=lambda image: image + 1.0)
+    loss = objective(network, target, target)["self_training"]
+    with torch.no_grad():
+        labels = network(images).argmax(1)  # the teacher is a copy of the network: clean-image labels
+        expected = torch.nn.functional.cross_entropy(network(images + 1.0), labels)
+    torch.testing.assert_close(loss, expected)
+    assert not encoded  # the student's view replaces the clean target forward pass, which is never computed
+
+
+def test_consistency_student_view_is_seeded_and_keeps_the_shape():
+    images = torch.randn(2, 1, 16, 16)
+
+    def first_view() -> torch.Tensor:
+        torch.manual_seed(0)
+        objective = MeanTeacher(student_transform=RandGaussianNoise(prob=1.0, std=0.5))
+        objective._teacher_for(_net())  # the first iteration seeds the transform from torch's generator
+        return objective.student_view(images)
+
+    torch.testing.assert_close(first_view(), first_view())
+    assert not torch.allclose(first_view(), images)
+    with pytest.raises(ValueError, match="only change intensities"):
+        MeanTeacher(student_transform=SpatialPad((20, 20))).student_view(images)

@@ -74,13 +74,21 @@ def test_test_time_adaptation_runs_before_evaluation(trained_root, synthetic_dir
     assert 0.0 <= json.loads((eval_dir / "metrics.json").read_text())["metrics"]["iou"] <= 1.0
 
 
-def test_class_conditional_mmd_fine_tunes_the_source_model(trained_root, synthetic_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("configs", "options", "log_term"),
+    [
+        (["da/class_mmd.json"], ["--class_mmd_confidence", "0.5"], "class_mmd_l3"),
+        (["da/self_training.json", "da/consistency.json"], ["--pseudo_label_confidence", "0.5"], "self_training"),
+    ],
+    ids=["class_mmd", "consistency"],
+)
+def test_pretrained_adaptation_fine_tunes_the_source_model(trained_root, synthetic_dir, tmp_path, configs, options, log_term):
     pretrained = trained_root / "models" / "model_final.pt"
     result = run_bundle(
-        ["train.json", "da/class_mmd.json"], tmp_path, "--dataset_dir", str(synthetic_dir),
-        "--pretrained_checkpoint", str(pretrained), "--class_mmd_confidence", "0.5", *FAST,
+        ["train.json", *configs], tmp_path, "--dataset_dir", str(synthetic_dir),
+        "--pretrained_checkpoint", str(pretrained), *options, *FAST,
     )  # fmt: skip
-    assert "class_mmd_l3" in result.stdout + result.stderr  # the per-level term reached the StatsHandler
+    assert log_term in result.stdout + result.stderr  # the objective's term reached the StatsHandler
     before, after = torch.load(pretrained, weights_only=True), torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 

@@ -10,10 +10,12 @@ trainer does not change.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from ignite.engine import Engine
+from monai.transforms import Randomizable
+from monai.utils import convert_to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
@@ -23,24 +25,37 @@ from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet
 
 
 class DomainBatch:
-    """One domain's images with the encoder features the trainer computed; logits on demand.
+    """One domain's images with their encoder features and logits, each computed once when first asked for.
 
-    ``labels`` are the batch's segmentation labels where the domain has them (the source), as the
-    loader gives them: (B, 1, *spatial) class indices or (B, K, *spatial) one-hot.
+    Pass ``features`` when they are already computed, or an ``encoder`` to compute them on demand
+    (an objective that never reads them, e.g. one that feeds the network its own view of the images,
+    then costs no encoder pass). ``labels`` are the batch's segmentation labels where the domain has
+    them (the source), as the loader gives them: (B, 1, *spatial) class indices or (B, K, *spatial) one-hot.
     """
 
     def __init__(
         self,
         images: torch.Tensor,
-        features: list[torch.Tensor],
-        decoder: nn.Module | None = None,
+        features: list[torch.Tensor] | None = None,
+        decoder: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
         labels: torch.Tensor | None = None,
+        encoder: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> None:
+        if features is None and encoder is None:
+            raise ValueError("a DomainBatch needs its encoder features or an encoder to compute them.")
         self.images = images
-        self.features = features
         self.labels = labels
+        self._features = features
+        self._encoder = encoder
         self._decoder = decoder
         self._logits: torch.Tensor | None = None
+
+    @property
+    def features(self) -> list[torch.Tensor]:
+        """Encoder features of ``images``, one tensor per level (encoded once when first asked for)."""
+        if self._features is None:
+            self._features = self._encoder(self.images)
+        return self._features
 
     @property
     def logits(self) -> torch.Tensor:
@@ -263,12 +278,27 @@ class MeanTeacher(AdaptationObjective):
     pretrained checkpoint are used) and follows it by exponential moving average. Pixels whose
     teacher confidence (max softmax) is below ``confidence`` are ignored; ``mc_samples`` > 1 averages
     that many dropout-enabled teacher passes (MC dropout) before thresholding.
+
+    ``student_transform`` (optional) gives the student its own view of each target image: a
+    channel-first array transform applied per sample (e.g. a MONAI ``Compose`` of intensity
+    perturbations; it must not move pixels, the pseudo-labels come from the unperturbed image), so the
+    student learns to predict under a strong perturbation what the teacher predicts on the clean
+    image (the weak/strong consistency of FixMatch and torch-em's mean teacher). Its random state is
+    seeded from torch's generator at the first iteration, so a seeded run repeats.
     """
 
-    def __init__(self, weight: float = 1.0, decay: float = 0.99, confidence: float = 0.9, mc_samples: int = 1) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        decay: float = 0.99,
+        confidence: float = 0.9,
+        mc_samples: int = 1,
+        student_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.weight = check_weight(weight, "mean_teacher")
         self.decay, self.confidence, self.mc_samples = decay, confidence, max(1, mc_samples)
+        self.student_transform = student_transform
         self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
 
     def _teacher_for(self, network: nn.Module) -> nn.Module:
@@ -277,6 +307,8 @@ class MeanTeacher(AdaptationObjective):
             for p in teacher.parameters():
                 p.requires_grad_(False)
             self._teacher.append(teacher)
+            if isinstance(self.student_transform, Randomizable):
+                self.student_transform.set_random_state(seed=int(torch.randint(2**31 - 1, (1,))))
         return self._teacher[0]
 
     @torch.no_grad()
@@ -292,9 +324,18 @@ class MeanTeacher(AdaptationObjective):
         confidence, labels = probs.max(1)
         return labels, confidence >= self.confidence
 
+    @torch.no_grad()
+    def student_view(self, images: torch.Tensor) -> torch.Tensor:
+        """``student_transform`` applied to each image of the batch (shape kept; checked)."""
+        view = torch.stack([convert_to_tensor(self.student_transform(image), track_meta=False) for image in images])
+        if view.shape != images.shape:
+            raise ValueError(f"student_transform changed the image shape {tuple(images.shape)} -> {tuple(view.shape)}; it must only change intensities.")
+        return view.to(images.device, images.dtype)
+
     def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
         labels, keep = self.pseudo_labels(network, target.images)
-        per_pixel = F.cross_entropy(target.logits, labels, reduction="none")
+        logits = target.logits if self.student_transform is None else network(self.student_view(target.images))
+        per_pixel = F.cross_entropy(logits, labels, reduction="none")
         loss = (per_pixel * keep).sum() / keep.sum().clamp(min=1)
         return {"self_training": self.weight * loss}
 

@@ -96,7 +96,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         terms = {"seg": engine.loss_function(source.logits, targets).mean()}
         if self.adaptation is not None:
             images = self._to_device(self._next_target(labelled=False)[Keys.IMAGE])
-            target = DomainBatch(images, network.encode(images), network.decode)
+            target = DomainBatch(images, encoder=network.encode, decoder=network.decode)
             terms.update(self.adaptation(network, source, target))
         if self.target_labelled_loader is not None:
             batch = self._next_target(labelled=True)
