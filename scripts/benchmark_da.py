@@ -335,13 +335,19 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
                 cell[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
             cell["iou_source_val_selected"] = float(np.mean([r["metrics_source_val_selected"]["iou"] for r in runs]))
             if all(r.get("metrics_start") for r in runs):
+                gains = np.array([r[key]["iou"] - r["metrics_start"]["iou"] for r in runs])
                 cell["iou_start"] = float(np.mean([r["metrics_start"]["iou"] for r in runs]))
+                cell["iou_gain_over_start"] = {"mean": float(gains.mean()), "std": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0}
             cells[row.name] = cell
         low, high = cells.get("source_only"), cells.get("oracle")
         if low and high and high["iou"]["mean"] > low["iou"]["mean"]:
             span = high["iou"]["mean"] - low["iou"]["mean"]
             for cell in cells.values():
                 cell["gap_closed"] = (cell["iou"]["mean"] - low["iou"]["mean"]) / span
+        if high:
+            for cell in cells.values():
+                if "iou_start" in cell and high["iou"]["mean"] > cell["iou_start"]:
+                    cell["gap_closed_from_start"] = cell["iou_gain_over_start"]["mean"] / (high["iou"]["mean"] - cell["iou_start"])
         if cells:
             table[direction] = cells
     return table
@@ -466,18 +472,26 @@ def _start_lines(table: dict) -> list[str]:
     lines = []
     for direction, cells in table.items():
         started = [
-            f"{n} {c['iou_start']:.3f} → {c['iou']['mean']:.3f} ({c['iou']['mean'] - c['iou_start']:+.3f}; "
-            f"its {ROW_BY_NAME[n].pretrained} row: {cells[ROW_BY_NAME[n].pretrained]['iou']['mean']:.3f})"
+            f"{n} {c['iou_start']:.3f} → {c['iou']['mean']:.3f} (paired gain {c['iou_gain_over_start']['mean']:+.3f} ± "
+            f"{c['iou_gain_over_start']['std']:.3f}{_from_start(c)}; its {ROW_BY_NAME[n].pretrained} row: "
+            f"{cells[ROW_BY_NAME[n].pretrained]['iou']['mean']:.3f})"
             for n, c in cells.items() if "iou_start" in c and ROW_BY_NAME[n].pretrained in cells
         ]
         if started:
             lines.append(
                 f"- {direction.replace('_to_', ' → ').upper()}, rows trained from another row's model, target-test IoU of "
-                f"the model they started from → theirs: {', '.join(started)}. A starting model retrained in a later "
-                "session (its models are not committed) need not be the one its cached row measured: CPU training "
-                "repeats exactly only at the same `--threads`."
+                f"the model they started from → theirs (mean over seeds; the gain is per seed, against the same seed's start): "
+                f"{', '.join(started)}. A starting model retrained in a later session (its models are not committed) need "
+                "not be the one its cached row measured: CPU training repeats exactly only at the same `--threads`. The "
+                "gap column and the goal use the cached source-only row, as the issue defines them; the paired gain "
+                "removes the source-only seed spread from the comparison."
             )
     return lines
+
+
+def _from_start(cell: dict) -> str:
+    """", x % of the gap from its start to the oracle" where the oracle scores above the start."""
+    return f", {round(100 * cell['gap_closed_from_start'])} % of the gap from its start to the oracle" if "gap_closed_from_start" in cell else ""
 
 
 def _update_docs(markdown: str, docs: Path = DOCS) -> None:

@@ -46,6 +46,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # BEST (tent) is one; 1.0 < 1.2
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
-    assert "the model they started from → theirs: class_mmd 0.310 → 0.420 (+0.110; its source_only row: 0.400)" in text
+    assert "class_mmd 0.310 → 0.420 (paired gain +0.110 ± 0.014, 22 % of the gap from its start to the oracle; its source_only row: 0.400)" in text
+    assert table["class_mmd"]["gap_closed_from_start"] == pytest.approx(0.11 / 0.49)
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
