@@ -85,6 +85,10 @@ ROWS = (
     Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
     Row("randomize_self_training", "uda", ("da/randomize.json", "da/self_training.json"), pretrained="randomize"),
     Row("consistency", "uda", ("da/self_training.json", "da/consistency.json"), pretrained="source_only"),
+    Row(
+        "adabn_consistency", "uda", ("da/self_training.json", "da/consistency.json"), {"teacher_batch_stats": True},
+        pretrained="source_only", eval_configs=("da/adabn.json",),
+    ),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
@@ -257,7 +261,7 @@ def choose(
     seeds: int | tuple = 1,
     rows: str | tuple = (
         "source_only", "adabn", "tent", "coral", "class_mmd", "self_training", "randomize", "randomize_self_training",
-        "consistency",
+        "consistency", "adabn_consistency",
     ),
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",

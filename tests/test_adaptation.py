@@ -257,3 +257,19 @@ def test_consistency_student_view_is_seeded_and_keeps_the_shape():
     assert not torch.allclose(first_view(), images)
     with pytest.raises(ValueError, match="only change intensities"):
         MeanTeacher(student_transform=SpatialPad((20, 20))).student_view(images)
+
+
+def test_teacher_batch_stats_normalise_with_the_target_batch_and_keep_running_stats():
+    network = _net()
+    network.train()
+    network(torch.randn(4, 1, 16, 16) * 3.0 + 2.0)  # running statistics of another "domain"
+    images = torch.randn(2, 1, 16, 16)
+    objective = MeanTeacher(teacher_batch_stats=True)
+    labels, _ = objective.pseudo_labels(network, images)
+    teacher = objective._teacher[0]
+    running = {k: v.clone() for k, v in teacher.state_dict().items() if "running" in k}
+    with torch.no_grad():
+        torch.testing.assert_close(labels, network(images).argmax(1))  # the network in training mode: batch statistics
+        assert not torch.equal(labels, network.eval()(images).argmax(1))  # running statistics would label differently
+    objective.pseudo_labels(network, images)
+    assert all(torch.equal(running[k], teacher.state_dict()[k]) for k in running)

@@ -285,6 +285,11 @@ class MeanTeacher(AdaptationObjective):
     student learns to predict under a strong perturbation what the teacher predicts on the clean
     image (the weak/strong consistency of FixMatch and torch-em's mean teacher). Its random state is
     seeded from torch's generator at the first iteration, so a seeded run repeats.
+
+    ``teacher_batch_stats``: the teacher normalises each target batch with that batch's own
+    batch-norm statistics (AdaBN on the fly; its running statistics are left as they are) instead of
+    the running statistics, which during training average source and target batches. The
+    student's target pass does the same in training mode, so both see target-normalised features.
     """
 
     def __init__(
@@ -294,11 +299,13 @@ class MeanTeacher(AdaptationObjective):
         confidence: float = 0.9,
         mc_samples: int = 1,
         student_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        teacher_batch_stats: bool = False,
     ) -> None:
         super().__init__()
         self.weight = check_weight(weight, "mean_teacher")
         self.decay, self.confidence, self.mc_samples = decay, confidence, max(1, mc_samples)
         self.student_transform = student_transform
+        self.teacher_batch_stats = teacher_batch_stats
         self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
 
     def _teacher_for(self, network: nn.Module) -> nn.Module:
@@ -316,10 +323,12 @@ class MeanTeacher(AdaptationObjective):
         """(hard labels, confidence mask) from the teacher on ``images``."""
         teacher = self._teacher_for(network)
         teacher.eval()
-        if self.mc_samples > 1:
-            for m in teacher.modules():
-                if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
-                    m.train()
+        for m in teacher.modules():
+            if self.mc_samples > 1 and isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
+                m.train()
+            if self.teacher_batch_stats and isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()  # normalise with the target batch's statistics ...
+                m.momentum = 0.0  # ... and leave the running statistics unchanged
         probs = torch.stack([torch.softmax(teacher(images), 1) for _ in range(self.mc_samples)]).mean(0)
         confidence, labels = probs.max(1)
         return labels, confidence >= self.confidence
