@@ -568,7 +568,8 @@ def overlay(
     """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth.
 
     Default rows: source-only, the trained UDA row with the best mean target-test IoU (chosen on
-    test labels, so the figure illustrates, it does not select) and the oracle. Needs the models
+    test labels, so the figure illustrates, it does not select) and the oracle. Models are drawn as
+    trained: rows that adapt at test time (``eval_configs``, e.g. AdaBN) are not drawn. Needs the models
     under ``work_dir`` (they are not committed); masks come from the bundle's ``inference.json``
     (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
     """
@@ -579,9 +580,12 @@ def overlay(
 
     table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
     if not rows:
-        uda = [n for n in table if ROW_BY_NAME[n].kind == "uda" and ROW_BY_NAME[n].train]
+        uda = [n for n in table if ROW_BY_NAME[n].kind == "uda" and ROW_BY_NAME[n].train and not ROW_BY_NAME[n].eval_configs]
         rows = ("source_only", max(uda, key=lambda n: table[n]["iou"]["mean"]), "oracle") if uda else ("source_only", "oracle")
     rows = (rows,) if isinstance(rows, str) else tuple(rows)
+    adapted = [n for n in rows if ROW_BY_NAME[n].eval_configs]
+    if adapted:
+        raise SystemExit(f"overlay draws models as trained; {', '.join(adapted)} adapt(s) at test time ({ROW_BY_NAME[adapted[0]].eval_configs}), so the drawing would not be the evaluated model.")
     prepared = Path(work_dir) / "prepared" / direction
     item = load_datalist(prepared, "target_test")[0]
     image, label = read_volume(item["image"])[0], read_volume(item["label"])[0]
