@@ -89,6 +89,7 @@ def test_pretrained_adaptation_fine_tunes_the_source_model(trained_root, synthet
         "--pretrained_checkpoint", str(pretrained), *options, *FAST,
     )  # fmt: skip
     assert log_term in result.stdout + result.stderr  # the objective's term reached the StatsHandler
+    assert "target_foreground" in result.stdout + result.stderr  # the label-free collapse monitor is logged
     before, after = torch.load(pretrained, weights_only=True), torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 

@@ -3,7 +3,7 @@
 from .boundaries import ISBIScores, cells_from_membrane_mask, isbi_scores, segment_from_boundaries
 from .instances import InstanceMetrics, instance_metrics, iou_matrix, match_counts, split_merge_counts
 from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
-from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman
+from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman, target_prediction_stats
 
 __all__ = [
     "InstanceMetrics",
@@ -20,5 +20,6 @@ __all__ = [
     "metrics_from_counts",
     "segment_from_boundaries",
     "spearman",
+    "target_prediction_stats",
     "split_merge_counts",
 ]
