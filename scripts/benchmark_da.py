@@ -585,7 +585,10 @@ def overlay(
     rows = (rows,) if isinstance(rows, str) else tuple(rows)
     adapted = [n for n in rows if ROW_BY_NAME[n].eval_configs]
     if adapted:
-        raise SystemExit(f"overlay draws models as trained; {', '.join(adapted)} adapt(s) at test time ({ROW_BY_NAME[adapted[0]].eval_configs}), so the drawing would not be the evaluated model.")
+        raise SystemExit(
+            f"overlay draws models as trained, but {', '.join(adapted)} adapt at test time "
+            f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
+        )
     prepared = Path(work_dir) / "prepared" / direction
     item = load_datalist(prepared, "target_test")[0]
     image, label = read_volume(item["image"])[0], read_volume(item["label"])[0]
