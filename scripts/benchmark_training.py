@@ -22,7 +22,17 @@ import torch
 from ignite.engine import Events
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-METHODS = ("supervised", "mmd", "coral", "dann", "ynet", "two_stream", "self_training")
+METHODS = ("supervised", "mmd", "coral", "dann", "ynet", "two_stream", "self_training", "consistency")
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "em_mitochondria" / "configs"
+
+
+def _student_transform():
+    """The student's perturbation exactly as ``da/consistency.json`` declares it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "da" / "self_training.json"), str(CONFIGS / "da" / "consistency.json")])
+    return parser.get_parsed_content("adaptation#student_transform")
 
 
 def _objective(method: str, network):
@@ -36,6 +46,7 @@ def _objective(method: str, network):
         "ynet": lambda: engines.Reconstruction(network),
         "two_stream": lambda: engines.TwoStream(network, alignment=engines.mmd_alignment([0.0, 0.0, 1.0, 1.0])),
         "self_training": lambda: engines.MeanTeacher(),
+        "consistency": lambda: engines.MeanTeacher(student_transform=_student_transform()),
     }[method]()
 
 
