@@ -313,6 +313,10 @@ class MeanTeacher(AdaptationObjective):
             teacher = copy.deepcopy(network)
             for p in teacher.parameters():
                 p.requires_grad_(False)
+            if self.teacher_batch_stats:
+                for m in teacher.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.momentum = 0.0  # normalising with batch statistics leaves the running ones unchanged
             self._teacher.append(teacher)
             if isinstance(self.student_transform, Randomizable):
                 self.student_transform.set_random_state(seed=int(torch.randint(2**31 - 1, (1,))))
@@ -327,8 +331,7 @@ class MeanTeacher(AdaptationObjective):
             if self.mc_samples > 1 and isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
                 m.train()
             if self.teacher_batch_stats and isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train()  # normalise with the target batch's statistics ...
-                m.momentum = 0.0  # ... and leave the running statistics unchanged
+                m.train()  # normalise with the target batch's own statistics
         probs = torch.stack([torch.softmax(teacher(images), 1) for _ in range(self.mc_samples)]).mean(0)
         confidence, labels = probs.max(1)
         return labels, confidence >= self.confidence

@@ -20,6 +20,6 @@ __all__ = [
     "metrics_from_counts",
     "segment_from_boundaries",
     "spearman",
-    "target_prediction_stats",
     "split_merge_counts",
+    "target_prediction_stats",
 ]
