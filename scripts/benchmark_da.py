@@ -569,8 +569,9 @@ def overlay(
 
     Default rows: source-only, the trained UDA row with the best mean target-test IoU (chosen on
     test labels, so the figure illustrates, it does not select) and the oracle. Models are drawn as
-    trained: rows that adapt at test time (``eval_configs``, e.g. AdaBN) are not drawn. Needs the models
-    under ``work_dir`` (they are not committed); masks come from the bundle's ``inference.json``
+    trained: rows that adapt at test time (``eval_configs``, e.g. AdaBN) are not drawn. Needs every
+    row's model under ``work_dir`` (they are not committed; if one is missing the existing figure is
+    left as it is); masks come from the bundle's ``inference.json``
     (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
     """
     from custom.data import load_datalist, read_volume
@@ -589,6 +590,12 @@ def overlay(
             f"overlay draws models as trained, but {', '.join(adapted)} adapt at test time "
             f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
         )
+    path = Path(out) / f"da_overlay_{direction}.png"
+    checkpoints = {name: Path(work_dir) / budget / direction / name / f"seed{seed}" / "models" / "model_final.pt" for name in rows}
+    missing = [name for name, checkpoint in checkpoints.items() if not checkpoint.is_file()]
+    if missing:  # a figure without some of its rows would replace a complete one (e.g. in a fresh clone)
+        print(f"overlay: no model for {direction}/{{{', '.join(missing)}}}/seed{seed} under {work_dir}; {path} left as it is.")
+        return str(path)
     prepared = Path(work_dir) / "prepared" / direction
     item = load_datalist(prepared, "target_test")[0]
     image, label = read_volume(item["image"])[0], read_volume(item["label"])[0]
@@ -597,11 +604,7 @@ def overlay(
     data = parser.get_parsed_content("preprocessing")({"image": item["image"]})  # read and resampled once for all rows
     inferer, post_transforms = parser.get_parsed_content("inferer"), parser.get_parsed_content("post_transforms")
     masks = {}
-    for name in rows:
-        checkpoint = Path(work_dir) / budget / direction / name / f"seed{seed}" / "models" / "model_final.pt"
-        if not checkpoint.is_file():
-            print(f"overlay: no model for {direction}/{name}/seed{seed} under {work_dir}; row left out.")
-            continue
+    for name, checkpoint in checkpoints.items():
         network, _ = load_bundle_network(BUNDLE, checkpoint, **overrides)
         with torch.inference_mode():
             pred = inferer(data["image"][None], network)[0]
@@ -611,7 +614,6 @@ def overlay(
         iou, mean = binary_metrics(mask, label > 0)["iou"], table.get(name, {}).get("iou", {}).get("mean")
         masks[f"{name} (IoU {iou:.2f}" + (f", row mean {mean:.2f})" if mean is not None else ")")] = mask
     masks["ground truth"] = label > 0
-    path = Path(out) / f"da_overlay_{direction}.png"
     save_overlay_png(path, image, masks, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
     print(f"wrote {path}")
     return str(path)

@@ -50,3 +50,12 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert table["class_mmd"]["gap_closed_from_start"] == pytest.approx(0.11 / 0.49)
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
+
+
+def test_overlay_without_its_models_leaves_the_existing_figure(tmp_path):
+    figure = tmp_path / "da_overlay_vnc_to_fafb.png"
+    figure.write_bytes(b"committed figure")
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "overlay", "--direction=vnc_to_fafb", f"--work_dir={tmp_path / 'no_models'}", f"--out={tmp_path}"]
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert "left as it is" in result.stdout
+    assert figure.read_bytes() == b"committed figure"
