@@ -273,3 +273,25 @@ def test_teacher_batch_stats_normalise_with_the_target_batch_and_keep_running_st
         assert not torch.equal(labels, network.eval()(images).argmax(1))  # running statistics would label differently
     objective.pseudo_labels(network, images)
     assert all(torch.equal(running[k], teacher.state_dict()[k]) for k in running)
+
+
+def test_class_balanced_pseudo_labels_weigh_each_class_alike():
+    network = _net().eval()
+    images = torch.randn(2, 1, 16, 16)
+    head = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        margin = network(images).diff(dim=1)
+        head.bias[1] -= margin.quantile(0.8)  # about a fifth of the pixels predicted foreground
+        logits = network(images)
+    target = DomainBatch(images, encoder=network.encode, decoder=network.decode)
+    labels = logits.argmax(1)
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    classes = labels.unique()
+    assert len(classes) == 2 and (labels == classes[0]).sum() != (labels == classes[1]).sum()
+    balanced = MeanTeacher(confidence=0.0, class_balanced=True)(network, target, target)["self_training"]
+    plain = MeanTeacher(confidence=0.0)(network, target, target)["self_training"]
+    torch.testing.assert_close(balanced, torch.stack([per_pixel[labels == c].mean() for c in classes]).mean())
+    torch.testing.assert_close(plain, per_pixel.mean())
+    assert not torch.allclose(balanced, plain)
+    nothing_kept = MeanTeacher(confidence=1.1, class_balanced=True)(network, target, target)["self_training"]
+    assert nothing_kept.item() == 0.0 and nothing_kept.requires_grad

@@ -290,6 +290,11 @@ class MeanTeacher(AdaptationObjective):
     batch-norm statistics (AdaBN on the fly; its running statistics are left as they are) instead of
     the running statistics, which during training average source and target batches. The
     student's target pass does the same in training mode, so both see target-normalised features.
+
+    ``class_balanced``: the pseudo-label loss is the mean over pseudo-classes of each class's mean
+    cross-entropy (balanced cross-entropy, as in class-balanced self-training) instead of the mean
+    over all kept pixels, so a rare class the teacher labels on few pixels keeps the weight of the
+    majority class and cannot fade out of the pseudo-labels (the all-background collapse).
     """
 
     def __init__(
@@ -300,12 +305,14 @@ class MeanTeacher(AdaptationObjective):
         mc_samples: int = 1,
         student_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         teacher_batch_stats: bool = False,
+        class_balanced: bool = False,
     ) -> None:
         super().__init__()
         self.weight = check_weight(weight, "mean_teacher")
         self.decay, self.confidence, self.mc_samples = decay, confidence, max(1, mc_samples)
         self.student_transform = student_transform
         self.teacher_batch_stats = teacher_batch_stats
+        self.class_balanced = class_balanced
         self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
 
     def _teacher_for(self, network: nn.Module) -> nn.Module:
@@ -348,7 +355,11 @@ class MeanTeacher(AdaptationObjective):
         labels, keep = self.pseudo_labels(network, target.images)
         logits = target.logits if self.student_transform is None else network(self.student_view(target.images))
         per_pixel = F.cross_entropy(logits, labels, reduction="none")
-        loss = (per_pixel * keep).sum() / keep.sum().clamp(min=1)
+        if self.class_balanced:
+            per_class = [per_pixel[keep & (labels == c)].mean() for c in labels[keep].unique()]
+            loss = torch.stack(per_class).mean() if per_class else (per_pixel * keep).sum()
+        else:
+            loss = (per_pixel * keep).sum() / keep.sum().clamp(min=1)
         return {"self_training": self.weight * loss}
 
     @torch.no_grad()
