@@ -93,6 +93,7 @@ ROWS = (
         "balanced_consistency", "uda", ("da/self_training.json", "da/consistency.json"), {"pseudo_label_class_balance": True},
         pretrained="source_only",
     ),
+    Row("tent_consistency", "uda", pretrained="adabn_consistency", eval_configs=("da/adabn.json", "da/tent.json"), train=False),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
@@ -265,7 +266,7 @@ def choose(
     seeds: int | tuple = 1,
     rows: str | tuple = (
         "source_only", "adabn", "tent", "coral", "class_mmd", "self_training", "randomize", "randomize_self_training",
-        "consistency", "adabn_consistency", "balanced_consistency",
+        "consistency", "adabn_consistency", "balanced_consistency", "tent_consistency",
     ),
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",
