@@ -110,6 +110,16 @@ BEST_UDA = "tent"
 ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
 
 
+def run_root(budget_dir: Path, direction: str, row: str, seed: int) -> Path:
+    """The bundle root of one (direction, row, seed) cell under a budget's work directory."""
+    return budget_dir / direction / row / f"seed{seed}"
+
+
+def last_model(budget_dir: Path, direction: str, row: str, seed: int) -> Path:
+    """Where a cell's training writes its last checkpoint (it may not exist yet)."""
+    return run_root(budget_dir, direction, row, seed) / "models" / "model_final.pt"
+
+
 class Benchmark:
     """Runs and caches the (direction, row, seed) grid for one budget."""
 
@@ -132,11 +142,11 @@ class Benchmark:
         return self.runs_dir / direction / row.name / f"seed{seed}.json"
 
     def run_root(self, direction: str, row: Row, seed: int) -> Path:
-        return self.work_dir / direction / row.name / f"seed{seed}"
+        return run_root(self.work_dir, direction, row.name, seed)
 
     def last_model(self, direction: str, row: Row, seed: int) -> Path:
         """Where ``row``'s training writes its last checkpoint (it may not exist yet)."""
-        return self.run_root(direction, row, seed) / "models" / "model_final.pt"
+        return last_model(self.work_dir, direction, row.name, seed)
 
     def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
         """The last checkpoint of ``row``, training (or resuming) it first unless its training finished.
@@ -596,7 +606,7 @@ def overlay(
             f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
         )
     path = Path(out) / f"da_overlay_{direction}.png"
-    checkpoints = {name: Path(work_dir) / budget / direction / name / f"seed{seed}" / "models" / "model_final.pt" for name in rows}
+    checkpoints = {name: last_model(Path(work_dir) / budget, direction, name, seed) for name in rows}
     missing = [name for name, checkpoint in checkpoints.items() if not checkpoint.is_file()]
     if missing:  # a figure without some of its rows would replace a complete one (e.g. in a fresh clone)
         print(f"overlay: no model for {direction}/{{{', '.join(missing)}}}/seed{seed} under {work_dir}; {path} left as it is.")
