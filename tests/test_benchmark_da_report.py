@@ -7,7 +7,7 @@ import sys
 import pytest
 from .conftest import REPO_ROOT
 
-BEST = "tent"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
+BEST = "tent_balanced_consistency"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
 def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None):
@@ -27,6 +27,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "mmd", seed, 0.30, 0.70, 0.35)  # under-segments: predicted/true = 0.5
         _write_run(runs_dir, "coral", seed, 0.62, 0.50, 0.70)  # over-segments: 1.4
         _write_run(runs_dir, BEST, seed, 0.45, 0.60, 0.60)
+        _write_run(runs_dir, "tent", seed, 0.45, 0.60, 0.60)  # an alignment row: predicted/true 1.0
         _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66, start_iou=0.30 + 0.02 * seed)  # 1.2
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
@@ -42,9 +43,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert f"chosen without target labels: {BEST}, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
     assert f"target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
-    assert "1 of 4 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
+    assert "1 of 5 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
-    assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # BEST (tent) is one; 1.0 < 1.2
+    assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # tent: 1.0 < 1.2
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
     assert "class_mmd 0.310 → 0.420 (paired gain +0.110 ± 0.014, 22 % of the gap from its start to the oracle; its source_only row: 0.400)" in text
     assert table["class_mmd"]["gap_closed_from_start"] == pytest.approx(0.11 / 0.49)
