@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
 
 from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, class_samples, dann_schedule, labels_at
-from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet
+from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet, batch_norms
 
 
 class DomainBatch:
@@ -321,9 +321,8 @@ class MeanTeacher(AdaptationObjective):
             for p in teacher.parameters():
                 p.requires_grad_(False)
             if self.teacher_batch_stats:
-                for m in teacher.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.momentum = 0.0  # normalising with batch statistics leaves the running ones unchanged
+                for m in batch_norms(teacher):
+                    m.momentum = 0.0  # normalising with batch statistics leaves the running ones unchanged
             self._teacher.append(teacher)
             if isinstance(self.student_transform, Randomizable):
                 self.student_transform.set_random_state(seed=int(torch.randint(2**31 - 1, (1,))))
@@ -334,10 +333,12 @@ class MeanTeacher(AdaptationObjective):
         """(hard labels, confidence mask) from the teacher on ``images``."""
         teacher = self._teacher_for(network)
         teacher.eval()
-        for m in teacher.modules():
-            if self.mc_samples > 1 and isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
-                m.train()
-            if self.teacher_batch_stats and isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if self.mc_samples > 1:
+            for m in teacher.modules():
+                if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
+                    m.train()
+        if self.teacher_batch_stats:
+            for m in batch_norms(teacher):
                 m.train()  # normalise with the target batch's own statistics
         probs = torch.stack([torch.softmax(teacher(images), 1) for _ in range(self.mc_samples)]).mean(0)
         confidence, labels = probs.max(1)
@@ -355,10 +356,9 @@ class MeanTeacher(AdaptationObjective):
         labels, keep = self.pseudo_labels(network, target.images)
         logits = target.logits if self.student_transform is None else network(self.student_view(target.images))
         per_pixel = F.cross_entropy(logits, labels, reduction="none")
-        if self.class_balanced:
-            per_class = [per_pixel[keep & (labels == c)].mean() for c in labels[keep].unique()]
-            loss = torch.stack(per_class).mean() if per_class else (per_pixel * keep).sum()
-        else:
+        if self.class_balanced and keep.any():
+            loss = torch.stack([per_pixel[keep & (labels == c)].mean() for c in labels[keep].unique()]).mean()
+        else:  # with nothing kept this is 0 and keeps the graph
             loss = (per_pixel * keep).sum() / keep.sum().clamp(min=1)
         return {"self_training": self.weight * loss}
 

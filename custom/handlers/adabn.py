@@ -9,6 +9,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from custom.networks import batch_norms
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def adapt_batchnorm(network: nn.Module, batches: Iterable[torch.Tensor], device:
     Weights are untouched; only the normalisation statistics move to the target domain. Returns
     the number of batches used.
     """
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(network)
     if not norms:
         raise ValueError("AdaBN needs a network with batch normalisation layers.")
     was_training = network.training

@@ -10,6 +10,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from custom.networks import batch_norms
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ def minimize_entropy(
     Returns the entropy before each step; the network's train/eval mode and ``requires_grad``
     flags are restored.
     """
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    norms = [m for m in batch_norms(network) if m.affine]
     if not norms:
         raise ValueError("TENT needs a network with affine batch-normalisation layers.")
     if steps < 1:

@@ -1,8 +1,9 @@
 """Networks: a feature-exposing U-Net and the adaptation architectures built on it."""
 
 from .domain_classifier import DomainClassifier
+from .norms import batch_norms
 from .two_stream import TwoStreamUNet
 from .unet import UNet, UNetDecoder
 from .ynet import YNet, reconstruction_decoder_like
 
-__all__ = ["DomainClassifier", "TwoStreamUNet", "UNet", "UNetDecoder", "YNet", "reconstruction_decoder_like"]
+__all__ = ["DomainClassifier", "batch_norms", "TwoStreamUNet", "UNet", "UNetDecoder", "YNet", "reconstruction_decoder_like"]
