@@ -69,12 +69,16 @@ class Row:
     train: bool = True  # False: evaluate the ``pretrained`` row's model with ``eval_configs`` only
 
 
+CONSISTENCY = ("da/self_training.json", "da/consistency.json")  # weak/strong consistency is layered on the mean teacher
+ADABN = ("da/adabn.json",)  # test-time configs merged over inference/evaluate
+ADABN_TENT = ("da/adabn.json", "da/tent.json")
+
 ROWS = (
     Row("source_only", "bound"),
     Row("oracle", "bound", ("da/oracle.json",)),
     Row("histogram_match", "uda", ("da/histogram_match.json",)),
-    Row("adabn", "uda", pretrained="source_only", eval_configs=("da/adabn.json",), train=False),
-    Row("tent", "uda", pretrained="source_only", eval_configs=("da/adabn.json", "da/tent.json"), train=False),
+    Row("adabn", "uda", pretrained="source_only", eval_configs=ADABN, train=False),
+    Row("tent", "uda", pretrained="source_only", eval_configs=ADABN_TENT, train=False),
     Row("mmd", "uda", ("da/mmd.json",)),
     Row("coral", "uda", ("da/coral.json",)),
     Row("dann", "uda", ("da/dann.json",)),
@@ -84,24 +88,15 @@ ROWS = (
     Row("randomize", "uda", ("da/randomize.json",)),
     Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
     Row("randomize_self_training", "uda", ("da/randomize.json", "da/self_training.json"), pretrained="randomize"),
-    Row("consistency", "uda", ("da/self_training.json", "da/consistency.json"), pretrained="source_only"),
+    Row("consistency", "uda", CONSISTENCY, pretrained="source_only"),
+    Row("adabn_consistency", "uda", CONSISTENCY, {"teacher_batch_stats": True}, pretrained="source_only", eval_configs=ADABN),
+    Row("balanced_consistency", "uda", CONSISTENCY, {"pseudo_label_class_balance": True}, pretrained="source_only"),
+    Row("tent_consistency", "uda", pretrained="adabn_consistency", eval_configs=ADABN_TENT, train=False),
     Row(
-        "adabn_consistency", "uda", ("da/self_training.json", "da/consistency.json"), {"teacher_batch_stats": True},
-        pretrained="source_only", eval_configs=("da/adabn.json",),
+        "adabn_balanced_consistency", "uda", CONSISTENCY,
+        {"teacher_batch_stats": True, "pseudo_label_class_balance": True}, pretrained="source_only", eval_configs=ADABN,
     ),
-    Row(
-        "balanced_consistency", "uda", ("da/self_training.json", "da/consistency.json"), {"pseudo_label_class_balance": True},
-        pretrained="source_only",
-    ),
-    Row("tent_consistency", "uda", pretrained="adabn_consistency", eval_configs=("da/adabn.json", "da/tent.json"), train=False),
-    Row(
-        "adabn_balanced_consistency", "uda", ("da/self_training.json", "da/consistency.json"),
-        {"teacher_batch_stats": True, "pseudo_label_class_balance": True}, pretrained="source_only", eval_configs=("da/adabn.json",),
-    ),
-    Row(
-        "tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency",
-        eval_configs=("da/adabn.json", "da/tent.json"), train=False,
-    ),
+    Row("tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=ADABN_TENT, train=False),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
