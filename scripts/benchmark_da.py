@@ -72,6 +72,7 @@ class Row:
 CONSISTENCY = ("da/self_training.json", "da/consistency.json")  # weak/strong consistency is layered on the mean teacher
 ADABN = ("da/adabn.json",)  # test-time configs merged over inference/evaluate
 ADABN_TENT = ("da/adabn.json", "da/tent.json")
+TTA = ("tta.json",)  # in-plane flips and 90° rotations of every window, averaged
 
 ROWS = (
     Row("source_only", "bound"),
@@ -97,6 +98,9 @@ ROWS = (
         {"teacher_batch_stats": True, "pseudo_label_class_balance": True}, pretrained="source_only", eval_configs=ADABN,
     ),
     Row("tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=ADABN_TENT, train=False),
+    Row("consistency_tta", "uda", pretrained="consistency", eval_configs=TTA, train=False),
+    Row("balanced_consistency_tta", "uda", pretrained="balanced_consistency", eval_configs=TTA, train=False),
+    Row("teacher_tta_balanced_consistency", "uda", CONSISTENCY, {"pseudo_label_class_balance": True, "teacher_tta": True}, pretrained="source_only"),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
@@ -285,7 +289,7 @@ def choose(
     rows: str | tuple = (
         "source_only", "adabn", "tent", "coral", "class_mmd", "self_training", "randomize", "randomize_self_training",
         "consistency", "adabn_consistency", "balanced_consistency", "tent_consistency", "adabn_balanced_consistency",
-        "tent_balanced_consistency",
+        "tent_balanced_consistency", "consistency_tta", "balanced_consistency_tta", "teacher_tta_balanced_consistency",
     ),
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",

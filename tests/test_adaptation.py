@@ -275,13 +275,19 @@ def test_teacher_batch_stats_normalise_with_the_target_batch_and_keep_running_st
     assert all(torch.equal(running[k], teacher.state_dict()[k]) for k in running)
 
 
-def test_class_balanced_pseudo_labels_weigh_each_class_alike():
+def _net_predicting_some_foreground(images: torch.Tensor, share: float = 0.2) -> torch.nn.Module:
+    """An untrained network (eval mode) whose head bias makes it label about ``share`` of ``images``' pixels foreground."""
     network = _net().eval()
-    images = torch.randn(2, 1, 16, 16)
     head = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with torch.no_grad():
-        margin = network(images).diff(dim=1)
-        head.bias[1] -= margin.quantile(0.8)  # about a fifth of the pixels predicted foreground
+        head.bias[1] -= network(images).diff(dim=1).quantile(1 - share)
+    return network
+
+
+def test_class_balanced_pseudo_labels_weigh_each_class_alike():
+    images = torch.randn(2, 1, 16, 16)
+    network = _net_predicting_some_foreground(images)
+    with torch.no_grad():
         logits = network(images)
     target = DomainBatch(images, encoder=network.encode, decoder=network.decode)
     labels = logits.argmax(1)
@@ -295,3 +301,16 @@ def test_class_balanced_pseudo_labels_weigh_each_class_alike():
     assert not torch.allclose(balanced, plain)
     nothing_kept = MeanTeacher(confidence=1.1, class_balanced=True)(network, target, target)["self_training"]
     assert nothing_kept.item() == 0.0 and nothing_kept.requires_grad
+
+
+def test_teacher_tta_labels_from_logits_averaged_over_in_plane_flips():
+    images = torch.randn(2, 1, 16, 16)
+    network = _net_predicting_some_foreground(images, share=0.5)
+    labels, keep = MeanTeacher(confidence=0.6, teacher_tta=True).pseudo_labels(network, images)
+    with torch.no_grad():
+        logits = (network(images) + network(images.flip(2)).flip(2) + network(images.flip(3)).flip(3)) / 3
+    probs = torch.softmax(logits, 1)
+    torch.testing.assert_close(labels, probs.argmax(1))
+    torch.testing.assert_close(keep, probs.amax(1) >= 0.6)
+    plain, _ = MeanTeacher(confidence=0.6).pseudo_labels(network, images)
+    assert not torch.equal(labels, plain)  # the flips change labels near this network's decision boundary

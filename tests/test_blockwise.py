@@ -17,7 +17,15 @@ from monai.transforms import NormalizeIntensity
 from custom.data import EMDataError
 from custom.data.lazy import open_volume
 from custom.data.writers import write_volume
-from custom.inference import VolumePredictor, WindowNetwork, label_instances, segment_volume, sliding_window_blocks
+from custom.inference import (
+    AugmentedWindowInferer,
+    VolumePredictor,
+    WindowNetwork,
+    label_instances,
+    make_volume_inferer,
+    segment_volume,
+    sliding_window_blocks,
+)
 from custom.networks import UNet
 
 from .conftest import REPO_ROOT
@@ -171,6 +179,21 @@ def test_window_network_rot90_tta_averages_rotations_and_needs_square_windows():
             tta(torch.randn(1, 1, 16, 24))
     with pytest.raises(ValueError, match="square in-plane roi"):
         VolumePredictor(net, 2, (16, 24), tta_rot90=True)
+
+
+def test_volume_inferer_tta_averages_each_window_over_flips_and_rotations():
+    net = _conv_net(2)
+    volume = torch.randn(1, 1, 3, 24, 24)
+    plain = make_volume_inferer(2, (16, 16), overlap=0.5)
+    augmented = make_volume_inferer(2, (16, 16), overlap=0.5, flip_axes=(-2, -1), rot90=True)
+    assert isinstance(augmented, AugmentedWindowInferer)
+    with torch.no_grad():
+        expected = plain(volume, WindowNetwork(net, 2, channels_last=False, flip_axes=(-2, -1), rot90=True))
+        torch.testing.assert_close(augmented(volume, net), expected)
+        assert not torch.allclose(augmented(volume, net), plain(volume, net))
+    assert make_volume_inferer(2, (16, 16), flip_axes=None).__class__ is plain.__class__
+    with pytest.raises(ValueError, match="square in-plane roi"):
+        make_volume_inferer(2, (16, 24), rot90=True)
 
 
 def test_lazy_readers_match_eager(tmp_path):

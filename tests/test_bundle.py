@@ -74,6 +74,20 @@ def test_test_time_adaptation_runs_before_evaluation(trained_root, synthetic_dir
     assert 0.0 <= json.loads((eval_dir / "metrics.json").read_text())["metrics"]["iou"] <= 1.0
 
 
+def test_tta_config_puts_test_time_augmentation_into_the_bundle_inferer():
+    from monai.bundle import ConfigParser
+
+    from custom.inference import AugmentedWindowInferer
+
+    configs = BUNDLES / "em_mitochondria" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.json"), str(configs / "evaluate.json"), str(configs / "tta.json")])
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, AugmentedWindowInferer) and inferer.flip_axes == (-2, -1) and inferer.rot90
+    parser.read_config([str(configs / "inference.json"), str(configs / "evaluate.json")])
+    assert not isinstance(parser.get_parsed_content("inferer"), AugmentedWindowInferer)
+
+
 @pytest.mark.parametrize(
     ("configs", "options", "log_term"),
     [

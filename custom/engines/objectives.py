@@ -20,8 +20,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
 
+from custom.inference.predictor import WindowNetwork
 from custom.losses import CORALLoss, DomainAdversarialLoss, MMDLoss, class_samples, dann_schedule, labels_at
 from custom.networks import DomainClassifier, TwoStreamUNet, UNet, YNet, batch_norms
+
+IN_PLANE_AXES = (-2, -1)  # the last two spatial axes (Y, X) of a 2D or 3D batch
 
 
 class DomainBatch:
@@ -295,6 +298,10 @@ class MeanTeacher(AdaptationObjective):
     cross-entropy (balanced cross-entropy, as in class-balanced self-training) instead of the mean
     over all kept pixels, so a rare class the teacher labels on few pixels keeps the weight of the
     majority class and cannot fade out of the pseudo-labels (the all-background collapse).
+
+    ``teacher_tta``: the teacher's logits are averaged over the image and its flips along the two
+    in-plane axes (test-time augmentation, as ``VolumePredictor``'s ``tta_flip_axes``) before the
+    softmax, so a pseudo-label must hold under those flips to be confident.
     """
 
     def __init__(
@@ -306,6 +313,7 @@ class MeanTeacher(AdaptationObjective):
         student_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         teacher_batch_stats: bool = False,
         class_balanced: bool = False,
+        teacher_tta: bool = False,
     ) -> None:
         super().__init__()
         self.weight = check_weight(weight, "mean_teacher")
@@ -313,6 +321,7 @@ class MeanTeacher(AdaptationObjective):
         self.student_transform = student_transform
         self.teacher_batch_stats = teacher_batch_stats
         self.class_balanced = class_balanced
+        self.teacher_tta = teacher_tta
         self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
 
     def _teacher_for(self, network: nn.Module) -> nn.Module:
@@ -340,7 +349,8 @@ class MeanTeacher(AdaptationObjective):
         if self.teacher_batch_stats:
             for m in batch_norms(teacher):
                 m.train()  # normalise with the target batch's own statistics
-        probs = torch.stack([torch.softmax(teacher(images), 1) for _ in range(self.mc_samples)]).mean(0)
+        predict = WindowNetwork(teacher, images.ndim - 2, channels_last=False, flip_axes=IN_PLANE_AXES) if self.teacher_tta else teacher
+        probs = torch.stack([torch.softmax(predict(images), 1) for _ in range(self.mc_samples)]).mean(0)
         confidence, labels = probs.max(1)
         return labels, confidence >= self.confidence
 

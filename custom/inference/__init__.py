@@ -2,13 +2,14 @@
 
 from .blocks import Block, sliding_window_blocks
 from .blockwise import segment_volume
-from .inferers import make_volume_inferer
+from .inferers import AugmentedWindowInferer, make_volume_inferer
 from .instances import label_instances
 from .predictor import VolumePredictor, WindowNetwork
 from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, input_stem
 from .zarr_output import ZarrSegmentation
 
 __all__ = [
+    "AugmentedWindowInferer",
     "Block",
     "SaveInstancesd",
     "SaveVolumePredictiond",

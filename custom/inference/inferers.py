@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
+
+from .predictor import WindowNetwork
+
+
+class AugmentedWindowInferer(Inferer):
+    """Test-time augmentation inside every window of another inferer.
+
+    The network is wrapped in :class:`WindowNetwork` (logits of the plain window, its flips along
+    ``flip_axes`` and, with ``rot90``, its in-plane rotations, averaged) for each call, so the window
+    grid and blending stay those of ``inferer``; the same averaging as ``VolumePredictor``.
+    """
+
+    def __init__(self, inferer: Inferer, spatial_dims: int, flip_axes: Sequence[int] = (), rot90: bool = False) -> None:
+        super().__init__()
+        self.inferer, self.spatial_dims = inferer, spatial_dims
+        self.flip_axes, self.rot90 = tuple(int(a) for a in flip_axes), rot90
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        augmented = WindowNetwork(network, self.spatial_dims, channels_last=False, flip_axes=self.flip_axes, rot90=self.rot90)
+        return self.inferer(inputs, augmented, *args, **kwargs)
 
 
 def make_volume_inferer(
@@ -15,19 +37,29 @@ def make_volume_inferer(
     mode: str = "gaussian",
     sw_device: str | None = None,
     device: str | None = None,
+    flip_axes: Sequence[int] | None = (),
+    rot90: bool = False,
 ) -> Inferer:
     """Sliding-window inferer over (B, C, Z, Y, X) volumes.
 
     ``spatial_dims`` 2: MONAI ``SliceInferer`` runs the 2D model on every z section with a
     ``roi_size`` (Y, X) window. 3: ``SlidingWindowInferer`` with a (Z, Y, X) roi, e.g. (8, 256, 256)
     for ~10x anisotropic ssTEM. Gaussian blending of overlapping windows by default.
+    ``flip_axes`` (window axes, e.g. ``[-2, -1]`` in-plane) and ``rot90`` (in-plane 90° rotations,
+    square windows only) add test-time augmentation (:class:`AugmentedWindowInferer`).
     """
     roi = tuple(int(r) for r in roi_size)
     common = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "sw_device": sw_device, "device": device}
     if spatial_dims == 2:
-        return SliceInferer(spatial_dim=0, roi_size=roi[-2:], **common)
-    if spatial_dims == 3:
+        inferer: Inferer = SliceInferer(spatial_dim=0, roi_size=roi[-2:], **common)
+    elif spatial_dims == 3:
         if len(roi) != 3:
             raise ValueError(f"a 3D model needs a (Z, Y, X) roi_size, got {roi}.")
-        return SlidingWindowInferer(roi_size=roi, **common)
-    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        inferer = SlidingWindowInferer(roi_size=roi, **common)
+    else:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    if rot90 and roi[-1] != roi[-2]:
+        raise ValueError(f"rot90 test-time augmentation needs a square in-plane roi_size, got {roi}.")
+    if flip_axes or rot90:
+        return AugmentedWindowInferer(inferer, spatial_dims, flip_axes or (), rot90)
+    return inferer
