@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-from .predictor import WindowNetwork
+from .predictor import WindowNetwork, check_rot90_roi
 
 
 class AugmentedWindowInferer(Inferer):
@@ -58,8 +58,7 @@ def make_volume_inferer(
         inferer = SlidingWindowInferer(roi_size=roi, **common)
     else:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-    if rot90 and roi[-1] != roi[-2]:
-        raise ValueError(f"rot90 test-time augmentation needs a square in-plane roi_size, got {roi}.")
+    check_rot90_roi(roi, rot90)
     if flip_axes or rot90:
         return AugmentedWindowInferer(inferer, spatial_dims, flip_axes or (), rot90)
     return inferer

@@ -44,6 +44,12 @@ class OnnxRuntimeWindows(torch.nn.Module):
         return torch.from_numpy(self.session.run(None, {"image": batch})[0][:n])
 
 
+def check_rot90_roi(roi: Sequence[int], rot90: bool) -> None:
+    """Refuse rot90 test-time augmentation for a window whose two in-plane sizes differ."""
+    if rot90 and roi[-1] != roi[-2]:
+        raise ValueError(f"rot90 test-time augmentation needs a square in-plane roi, got {tuple(roi)}.")
+
+
 class WindowNetwork(torch.nn.Module):
     """Wrap a segmentation network for window-wise inference: memory layout and test-time flips.
 
@@ -120,8 +126,7 @@ class VolumePredictor:
         roi = tuple(int(r) for r in roi_size)
         if len(roi) != spatial_dims:
             raise ValueError(f"a {spatial_dims}D model needs a roi_size of {spatial_dims} values, got {roi}.")
-        if tta_rot90 and roi[-1] != roi[-2]:
-            raise ValueError(f"rot90 test-time augmentation needs a square in-plane roi, got {roi}.")
+        check_rot90_roi(roi, tta_rot90)
         self.spatial_dims = spatial_dims
         self.roi_size = roi
         self.overlap = overlap
