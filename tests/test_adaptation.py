@@ -107,6 +107,75 @@ def test_resume_from_checkpoint_reaches_the_uninterrupted_state(tmp_path):
         torch.testing.assert_close(p, q)
 
 
+@pytest.mark.parametrize(
+    "objective",
+    [lambda net: MeanTeacher(decay=0.9, confidence=0.0), lambda net: DomainAdversarial(net, [0.0, 1.0, 1.0], schedule=False)],
+    ids=["mean_teacher", "dann"],
+)
+def test_resume_restores_the_objective_state(tmp_path, objective):
+    """The teacher / domain classifier is checkpointed: the resumed run ends where the uninterrupted one does
+    (DANN without its schedule, whose pace depends on max_epochs, which the interrupted run sets to 1)."""
+    target = _batches(3, 5, labelled=False)
+
+    def run(epochs: int, resume: bool) -> tuple[UNet, torch.nn.Module]:
+        network = _net()
+        adaptation = objective(network)
+        trainer = _trainer(network, adaptation, target, epochs=epochs)
+        save = {"model": network, "optimizer": trainer.optimizer, "adaptation": adaptation}
+        TrainingCheckpoint(str(tmp_path / "ckpt"), save, resume=resume).attach(trainer)
+        trainer.run()
+        return network, adaptation
+
+    full_net, full_objective = run(2, resume=False)
+    for stale in (tmp_path / "ckpt").iterdir():
+        stale.unlink()  # the interrupted run starts from scratch
+    run(1, resume=False)
+    resumed_net, resumed_objective = run(2, resume=True)
+    for p, q in zip(full_net.state_dict().values(), resumed_net.state_dict().values()):
+        torch.testing.assert_close(p, q)
+    full_state, resumed_state = full_objective.state_dict(), resumed_objective.state_dict()
+    assert full_state.keys() == resumed_state.keys() and full_state
+    for key in full_state:
+        a, b = full_state[key], resumed_state[key]
+        for p, q in (zip(a.values(), b.values()) if isinstance(a, dict) else [(a, b)]):
+            torch.testing.assert_close(p, q)
+
+
+def test_resume_from_a_checkpoint_without_the_objective_warns_and_continues(tmp_path, caplog):
+    target = _batches(3, 5, labelled=False)
+    network = _net()
+    trainer = _trainer(network, MeanTeacher(confidence=0.0), target, epochs=1)
+    TrainingCheckpoint(str(tmp_path), {"model": network, "optimizer": trainer.optimizer}).attach(trainer)
+    trainer.run()
+
+    network = _net()
+    adaptation = MeanTeacher(confidence=0.0)
+    trainer = _trainer(network, adaptation, target, epochs=2)
+    save = {"model": network, "optimizer": trainer.optimizer, "adaptation": adaptation}
+    TrainingCheckpoint(str(tmp_path), save, resume=True).attach(trainer)
+    with caplog.at_level("WARNING"):
+        trainer.run()
+    assert trainer.state.iteration == 6
+    assert "holds no adaptation" in caplog.text
+
+
+def test_deploy_teacher_leaves_the_ema_teacher_in_the_network_for_the_final_saver(tmp_path):
+    from custom.handlers import AtomicCheckpointSaver
+
+    target = _batches(3, 5, labelled=False)
+    student, teacher = _net(), _net()
+    _trainer(student, MeanTeacher(decay=0.5, confidence=0.0), target).run()
+    objective = MeanTeacher(decay=0.5, confidence=0.0, deploy_teacher=True)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": teacher}, save_final=True, final_filename="final.pt")
+    _trainer(teacher, objective, target, handlers=[saver]).run()
+    ema = objective.get_extra_state()
+    saved = torch.load(tmp_path / "final.pt", weights_only=True)
+    for name, value in teacher.state_dict().items():
+        torch.testing.assert_close(value, ema[name])
+        torch.testing.assert_close(saved[name], ema[name])
+    assert any(not torch.equal(p, q) for p, q in zip(student.parameters(), teacher.parameters()))  # the teacher, not the student
+
+
 def test_dann_reverses_gradients_into_the_encoder():
     network = _net()
     objective = DomainAdversarial(network, [0.0, 0.0, 1.0], schedule=False, grl_max=1.0)

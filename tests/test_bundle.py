@@ -106,6 +106,10 @@ def test_pretrained_adaptation_fine_tunes_the_source_model(trained_root, synthet
     assert "target_foreground" in result.stdout + result.stderr  # the label-free collapse monitor is logged
     before, after = torch.load(pretrained, weights_only=True), torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    checkpoint = torch.load(next((tmp_path / "models").glob("train_checkpoint_*.pt")), weights_only=True)
+    assert "adaptation" in checkpoint  # a resumed run gets the objective's state back (teacher, classifiers)
+    if "self_training" in log_term:
+        assert checkpoint["adaptation"]["_extra_state"].keys() == after.keys()  # the EMA teacher's weights
 
 
 @pytest.mark.parametrize("bundle", ["em_mitochondria", "em_membranes", "nuclei_instances"])

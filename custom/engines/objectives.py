@@ -100,6 +100,9 @@ class AdaptationObjective(nn.Module):
     def iteration_completed(self, engine: Engine) -> None:
         """Called after the optimiser step (e.g. to update a teacher network)."""
 
+    def training_completed(self, engine: Engine) -> None:
+        """Called once training ends, before the trainer's handlers save the final model."""
+
     def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
         return {}
 
@@ -302,6 +305,13 @@ class MeanTeacher(AdaptationObjective):
     ``teacher_tta``: the teacher's logits are averaged over the image and its flips along the two
     in-plane axes (test-time augmentation, as ``VolumePredictor``'s ``tta_flip_axes``) before the
     softmax, so a pseudo-label must hold under those flips to be confident.
+
+    ``deploy_teacher``: when training ends the teacher's weights are copied into the network, so the
+    final model (``model_final.pt``) is the EMA teacher, the model Mean Teacher reports (an average
+    of the student's last ~1 / (1 - decay) iterations).
+
+    The teacher is part of this module's ``state_dict`` (as extra state), so a training checkpoint
+    that saves the objective resumes with the teacher it had instead of a fresh copy of the student.
     """
 
     def __init__(
@@ -314,6 +324,7 @@ class MeanTeacher(AdaptationObjective):
         teacher_batch_stats: bool = False,
         class_balanced: bool = False,
         teacher_tta: bool = False,
+        deploy_teacher: bool = False,
     ) -> None:
         super().__init__()
         self.weight = check_weight(weight, "mean_teacher")
@@ -322,7 +333,24 @@ class MeanTeacher(AdaptationObjective):
         self.teacher_batch_stats = teacher_batch_stats
         self.class_balanced = class_balanced
         self.teacher_tta = teacher_tta
-        self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters()/state_dict()
+        self.deploy_teacher = deploy_teacher
+        self._teacher: list[nn.Module] = []  # a list keeps the teacher out of parameters() (the optimiser's)
+        self._restored: dict[str, torch.Tensor] | None = None  # teacher weights from a checkpoint, until the teacher exists
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        """The teacher's weights (empty before the first iteration), saved with this module's state_dict."""
+        if self._teacher:
+            return {k: v.detach().clone() for k, v in self._teacher[0].state_dict().items()}
+        return dict(self._restored or {})
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the teacher from a checkpoint: now if it exists, else when it is created."""
+        if not state:
+            return
+        if self._teacher:
+            self._teacher[0].load_state_dict(state)
+        else:
+            self._restored = dict(state)
 
     def _teacher_for(self, network: nn.Module) -> nn.Module:
         if not self._teacher:
@@ -332,6 +360,9 @@ class MeanTeacher(AdaptationObjective):
             if self.teacher_batch_stats:
                 for m in batch_norms(teacher):
                     m.momentum = 0.0  # normalising with batch statistics leaves the running ones unchanged
+            if self._restored is not None:
+                teacher.load_state_dict(self._restored)
+                self._restored = None
             self._teacher.append(teacher)
             if isinstance(self.student_transform, Randomizable):
                 self.student_transform.set_random_state(seed=int(torch.randint(2**31 - 1, (1,))))
@@ -381,6 +412,11 @@ class MeanTeacher(AdaptationObjective):
             else:
                 t.copy_(s)
 
+    @torch.no_grad()
+    def training_completed(self, engine: Engine) -> None:
+        if self.deploy_teacher and self._teacher:
+            engine.network.load_state_dict(self._teacher[0].state_dict())
+
 
 class Composite(AdaptationObjective):
     """Several objectives at once (e.g. CORAL alignment plus mean-teacher self-training)."""
@@ -401,6 +437,10 @@ class Composite(AdaptationObjective):
     def iteration_completed(self, engine: Engine) -> None:
         for objective in self.objectives:
             objective.iteration_completed(engine)
+
+    def training_completed(self, engine: Engine) -> None:
+        for objective in self.objectives:
+            objective.training_completed(engine)
 
     def forward(self, network: nn.Module, source: DomainBatch, target: DomainBatch) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

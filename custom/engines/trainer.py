@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
@@ -46,6 +46,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     - ``adaptation``: an ``AdaptationObjective`` returning weighted loss terms from the source and
       target features (MMD, CORAL, DANN, reconstruction, two-stream, mean teacher, ...).
     - ``grad_clip_norm``: clip the global gradient norm (None = off).
+    - ``train_handlers``: as ``SupervisedTrainer``'s; attached after the objective's end-of-training
+      hook, so a final-model saver stores what the objective leaves (e.g. a deployed EMA teacher).
 
     The total loss is seg(source) [+ seg(target labelled)] + Σ terms. Every term is stored in
     ``engine.state.output["loss_<name>"]`` (floats; read them with ``loss_terms``) for logging. The network must offer ``encode`` and
@@ -61,12 +63,17 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         adaptation: AdaptationObjective | None = None,
         target_seg_weight: float = 1.0,
         grad_clip_norm: float | None = None,
+        train_handlers: Sequence | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         if adaptation is not None and target_data_loader is None:
             raise ValueError("an adaptation objective needs target_data_loader (unlabelled target batches).")
         self.adaptation = adaptation.to(self.state.device) if adaptation is not None else None
+        if self.adaptation is not None:  # before the handlers, so the final-model saver sees what it leaves
+            self.add_event_handler(Events.COMPLETED, self.adaptation.training_completed)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
         self.target_data_loader = target_data_loader
         self.target_labelled_loader = target_labelled_loader
         self.target_seg_weight = target_seg_weight

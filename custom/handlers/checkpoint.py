@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
@@ -48,6 +49,15 @@ def latest_checkpoint(save_dir: str, prefix: str = "train") -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def _held_by(path: Path, objects: dict) -> dict:
+    """The entries of ``objects`` that the checkpoint at ``path`` holds; the others are named in a warning."""
+    held = torch.load(path, map_location="cpu", weights_only=True).keys()
+    missing = [name for name in objects if name not in held]
+    if missing:
+        logger.warning("%s holds no %s; %s resume(s) from a fresh state.", path, ", ".join(missing), "they" if len(missing) > 1 else "it")
+    return {name: obj for name, obj in objects.items() if name in held}
+
+
 class TrainingCheckpoint:
     """Save ``save_dict`` plus the trainer itself every ``save_interval`` epochs; optionally resume.
 
@@ -55,6 +65,8 @@ class TrainingCheckpoint:
     reference), so it is added here at ``attach``. With ``resume`` the newest checkpoint in
     ``save_dir`` (if any) is loaded before training starts (``torch.load(weights_only=True)``), and
     training continues from its epoch. Files are written atomically (``AtomicCheckpointSaver``).
+    ``save_dict`` entries that are None (e.g. no adaptation objective) are left out; an object the
+    checkpoint does not hold (one written before it was saved) keeps its fresh state, with a warning.
     """
 
     def __init__(
@@ -67,7 +79,7 @@ class TrainingCheckpoint:
         file_prefix: str = "train",
     ) -> None:
         self.save_dir = save_dir
-        self.save_dict = dict(save_dict)
+        self.save_dict = {name: obj for name, obj in save_dict.items() if obj is not None}
         self.save_interval = save_interval
         self.n_saved = n_saved
         self.resume = resume
@@ -82,7 +94,7 @@ class TrainingCheckpoint:
             if path is None:
                 logger.warning("resume requested but %s holds no %s_checkpoint_*.pt; starting fresh.", self.save_dir, self.file_prefix)
             else:
-                CheckpointLoader(load_path=str(path), load_dict=objects, map_location="cpu").attach(engine)
+                CheckpointLoader(load_path=str(path), load_dict=_held_by(path, objects), map_location="cpu").attach(engine)
         AtomicCheckpointSaver(
             save_dir=self.save_dir,
             save_dict=objects,
