@@ -54,6 +54,9 @@ BUDGETS = {
 }
 SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which label-free choices are made
 CHOICE = "da_synthetic_choice.json"
+ERRORS = "da_errors_{direction}.json"  # where the overlay's models err (written by ``overlay``)
+ERROR_BOUNDARY_PX = 5  # label-grid pixels (20 nm FAFB, 23 nm VNC) that count as a mitochondrion's boundary
+ERROR_MISSED_COVERAGE = 0.2  # a true (predicted) object covered less than this is missed (false)
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     return table
 
 
-def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict) -> str:
+def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors: list[dict] = ()) -> str:
     lines = [
         "# Domain-adaptation benchmark: EM mitochondria, Drosophila VNC ↔ FAFB",
         "",
@@ -413,6 +416,15 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict) -> str
         lines.append("")
     lines += ["## Status", ""] + _status(table) + _choice_line(choice) + [""]
     lines += ["## Why unsupervised rows fall below source-only", ""] + _diagnosis(table, label_stats) + [""]
+    if errors:
+        lines += [
+            "## Where the errors are",
+            "",
+            f"Models drawn in the overlays, target test region. A true (predicted) mitochondrion covered less than "
+            f"{ERROR_MISSED_COVERAGE:.0%} is missed (false); boundary = within {ERROR_BOUNDARY_PX} label pixels of a true one's border.",
+            "",
+        ]
+        lines += [line for error_file in errors for line in _error_lines(error_file)] + [""]
     lines += [
         "Reference points on other data (not comparable): Roels et al. 2019, EPFL → VNC, IoU %: FT 28.70,",
         "MMD 44.96, CORAL 40.28, DANN 49.90, Y-Net 49.55; DA-ISC (Huang et al. 2022), VNC → EPFL: 68.65 / 74.31.",
@@ -582,7 +594,8 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
-    text = _markdown(table, BUDGETS[budget], label_stats, choice)
+    errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
+    text = _markdown(table, BUDGETS[budget], label_stats, choice, errors)
     for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
             tmp.write_text(content)
@@ -601,7 +614,8 @@ def overlay(
     runs_dir: str = str(RESULTS / "runs"),
     out: str = str(RESULTS),
 ) -> str:
-    """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth.
+    """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth,
+    and ``da_errors_<direction>.json``: where each drawn model's errors lie (``error_breakdown``).
 
     Default rows: source-only, the trained UDA row with the best mean target-test IoU (chosen on
     test labels, so the figure illustrates, it does not select) and the oracle. Models are drawn as
@@ -612,7 +626,7 @@ def overlay(
     """
     from custom.data import load_datalist, read_volume
     from custom.inference.from_bundle import bundle_parser, load_bundle_network
-    from custom.metrics import binary_metrics
+    from custom.metrics import binary_metrics, error_breakdown
     from custom.visualize import pick_sections, save_overlay_png
 
     table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
@@ -639,7 +653,7 @@ def overlay(
     parser = bundle_parser(BUNDLE, **overrides)
     data = parser.get_parsed_content("preprocessing")({"image": item["image"]})  # read and resampled once for all rows
     inferer, post_transforms = parser.get_parsed_content("inferer"), parser.get_parsed_content("post_transforms")
-    masks = {}
+    masks, errors = {}, {}
     for name, checkpoint in checkpoints.items():
         network, _ = load_bundle_network(BUNDLE, checkpoint, **overrides)
         with torch.inference_mode():
@@ -649,10 +663,28 @@ def overlay(
         # later session (models are not committed) need not be the one the cached row measured
         iou, mean = binary_metrics(mask, label > 0)["iou"], table.get(name, {}).get("iou", {}).get("mean")
         masks[f"{name} (IoU {iou:.2f}" + (f", row mean {mean:.2f})" if mean is not None else ")")] = mask
+        errors[name] = {"iou": iou, **error_breakdown(mask, label > 0, ERROR_BOUNDARY_PX, ERROR_MISSED_COVERAGE)}
     masks["ground truth"] = label > 0
     save_overlay_png(path, image, masks, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
-    print(f"wrote {path}")
+    error_file = {"direction": direction, "seed": seed, "boundary_px": ERROR_BOUNDARY_PX, "missed_coverage": ERROR_MISSED_COVERAGE, "models": errors}
+    write_result(Path(out) / ERRORS.format(direction=direction), error_file)
+    print(f"wrote {path} and {ERRORS.format(direction=direction)}")
+    print("\n".join(_error_lines(error_file)))
     return str(path)
+
+
+def _error_lines(error_file: dict) -> list[str]:
+    """One line per model of an overlay's error breakdown (``da_errors_<direction>.json``)."""
+    direction = error_file["direction"].replace("_to_", " → ").upper()
+    lines = []
+    for name, e in error_file["models"].items():
+        lines.append(
+            f"- {direction}, {name} (seed {error_file['seed']}, IoU {e['iou']:.3f}): false negatives {100 * e['fn_missed_objects']:.0f} % in "
+            f"missed mitochondria ({100 * e['missed_objects']:.0f} % of {e['true_objects']:.0f} missed), {100 * e['fn_boundary']:.0f} % at "
+            f"boundaries; false positives {100 * e['fp_boundary']:.0f} % at boundaries, {100 * e['fp_false_objects']:.0f} % in false objects "
+            f"({100 * e['false_objects']:.0f} % of {e['predicted_objects']:.0f} predicted)."
+        )
+    return lines
 
 
 if __name__ == "__main__":

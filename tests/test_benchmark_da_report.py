@@ -32,6 +32,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
+    breakdown = {"fn_missed_objects": 0.75, "fn_boundary": 0.2, "fp_boundary": 0.5, "fp_false_objects": 0.25, "missed_objects": 0.4, "false_objects": 0.1}
+    errors = {"direction": "vnc_to_fafb", "seed": 0, "models": {"coral": {"iou": 0.6, **breakdown, "true_objects": 50.0, "predicted_objects": 40.0}}}
+    (tmp_path / "da_errors_vnc_to_fafb.json").write_text(json.dumps(errors))
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
@@ -49,6 +52,10 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
     assert "class_mmd 0.310 → 0.420 (paired gain +0.110 ± 0.014, 22 % of the gap from its start to the oracle; its source_only row: 0.400)" in text
     assert table["class_mmd"]["gap_closed_from_start"] == pytest.approx(0.11 / 0.49)
+    assert (
+        "- VNC → FAFB, coral (seed 0, IoU 0.600): false negatives 75 % in missed mitochondria (40 % of 50 missed), 20 % at boundaries; "
+        "false positives 50 % at boundaries, 25 % in false objects (10 % of 40 predicted)." in text
+    )
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom.metrics import binary_metrics, confusion_counts
+from custom.metrics import binary_metrics, confusion_counts, error_breakdown
 
 
 def test_hand_computed_example():
@@ -62,3 +62,27 @@ def test_prediction_entropy_is_ln2_for_undecided_and_small_for_confident_network
     assert target_prediction_stats(Constant(8.0), batches)["foreground"] == 1.0
     assert target_prediction_stats(Constant(-8.0), batches)["foreground"] == 0.0
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+
+
+def test_error_breakdown_tells_boundary_errors_from_missed_and_false_objects():
+    truth = np.zeros((2, 40, 40), bool)
+    truth[:, 5:15, 5:15] = True  # found, drawn one pixel too wide
+    truth[:, 25:35, 5:15] = True  # missed
+    pred = np.zeros_like(truth)
+    pred[:, 4:16, 4:16] = True
+    pred[:, 30:33, 30:33] = True  # a false object far from any mitochondrion
+    scores = error_breakdown(pred, truth, boundary_px=2)
+    assert scores["fn_missed_objects"] == 1.0 and scores["fn_boundary"] == 0.0
+    assert scores["fp_boundary"] == pytest.approx(44 / 53) and scores["fp_false_objects"] == pytest.approx(9 / 53)
+    assert scores["missed_objects"] == 0.5 and scores["false_objects"] == 0.5
+    assert scores["true_objects"] == 4 and scores["predicted_objects"] == 4
+    eroded = np.zeros_like(truth)
+    eroded[:, 6:14, 6:14] = True
+    eroded[:, 26:34, 6:14] = True
+    thin = error_breakdown(eroded, truth, boundary_px=1)
+    assert thin["fn_boundary"] == 1.0 and thin["missed_objects"] == 0.0 and thin["fp_other"] == 0.0
+
+
+def test_error_breakdown_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="differs from ground-truth shape"):
+        error_breakdown(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)))
