@@ -88,6 +88,23 @@ def test_tta_config_puts_test_time_augmentation_into_the_bundle_inferer():
     assert not isinstance(parser.get_parsed_content("inferer"), AugmentedWindowInferer)
 
 
+def test_scale_config_widens_the_source_zoom_augmentation():
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandZoomd
+
+    configs = BUNDLES / "em_mitochondria" / "configs"
+
+    def zoom(*overrides: str) -> RandZoomd:
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), *(str(configs / o) for o in overrides)])
+        return next(t for t in parser.get_parsed_content("train#augmentation").transforms if isinstance(t, RandZoomd))
+
+    plain, randomized, scaled = zoom(), zoom("da/randomize.json"), zoom("da/scale.json")
+    assert plain.prob == 0.0 and randomized.prob == 0.5  # domain randomisation keeps its mild zoom
+    assert (randomized.rand_zoom.min_zoom, randomized.rand_zoom.max_zoom) == ((0.8,), (1.25,))
+    assert scaled.prob == 0.5 and (scaled.rand_zoom.min_zoom, scaled.rand_zoom.max_zoom) == ((0.5,), (2.0,))
+
+
 @pytest.mark.parametrize(
     ("configs", "options", "log_term"),
     [
