@@ -1,8 +1,8 @@
 """Where a binary mask's errors lie: at object boundaries, in missed objects, or in false objects.
 
 IoU says how much is wrong, not what. A domain shift that blurs or shifts boundaries calls for
-other remedies than one that makes the model overlook a kind of object (e.g. mitochondria lighter
-than the source's). Objects are connected components of each (Y, X) section, as annotators draw
+other remedies than one that makes the model overlook a kind of object (e.g. mitochondria much
+smaller than the source's). Objects are connected components of each (Y, X) section, as annotators draw
 them in anisotropic EM stacks; distances are in pixels of the section.
 """
 
@@ -46,15 +46,15 @@ def error_breakdown(pred: np.ndarray, truth: np.ndarray, boundary_px: float = 4.
     for p, t in zip(pred, truth):
         true_objects, nt = ndimage.label(t)
         pred_objects, npred = ndimage.label(p)
-        in_missed = (_coverage(true_objects, nt, p) < missed_coverage)[true_objects] & t
-        in_false = (_coverage(pred_objects, npred, t) < missed_coverage)[pred_objects] & p
+        is_missed = _coverage(true_objects, nt, p) < missed_coverage  # per true object id (0: background)
+        is_false = _coverage(pred_objects, npred, t) < missed_coverage
+        in_missed, in_false = is_missed[true_objects] & t, is_false[pred_objects] & p
         near_inside = ndimage.distance_transform_edt(t) <= boundary_px
         near_outside = ndimage.distance_transform_edt(~t) <= boundary_px
         fn, fp = t & ~p, p & ~t
         fn_kind += [(fn & in_missed).sum(), (fn & ~in_missed & near_inside).sum(), (fn & ~in_missed & ~near_inside).sum()]
         fp_kind += [(fp & in_false).sum(), (fp & ~in_false & near_outside).sum(), (fp & ~in_false & ~near_outside).sum()]
-        missed += int((_coverage(true_objects, nt, p)[1:] < missed_coverage).sum())
-        false += int((_coverage(pred_objects, npred, t)[1:] < missed_coverage).sum())
+        missed, false = missed + int(is_missed[1:].sum()), false + int(is_false[1:].sum())
         n_true, n_pred = n_true + nt, n_pred + npred
     fn_share = fn_kind / max(fn_kind.sum(), 1)
     fp_share = fp_kind / max(fp_kind.sum(), 1)
