@@ -139,6 +139,11 @@ BEST_UDA = "tent_balanced_consistency"
 ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
 
 
+def _direction_title(direction: str) -> str:
+    """``vnc_to_fafb`` as the report writes it: ``VNC → FAFB``."""
+    return direction.replace("_to_", " → ").upper()
+
+
 def run_root(budget_dir: Path, direction: str, row: str, seed: int) -> Path:
     """The bundle root of one (direction, row, seed) cell under a budget's work directory."""
     return budget_dir / direction / row / f"seed{seed}"
@@ -412,7 +417,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         "",
     ]
     for direction, cells in table.items():
-        lines += [f"## {direction.replace('_to_', ' → ').upper()}", "", "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {_direction_title(direction)}", "", "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
         for name, c in cells.items():
             fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
             gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
@@ -424,8 +429,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         lines += [
             "## Where the errors are",
             "",
-            f"Models drawn in the overlays, target test region. A true (predicted) mitochondrion covered less than "
-            f"{100 * ERROR_MISSED_COVERAGE:.0f} % is missed (false); boundary = within {ERROR_BOUNDARY_PX} label pixels of a true one's border.",
+            "Models drawn in the overlays, target test region, with the thresholds each breakdown was computed with.",
             "",
         ]
         lines += [line for error_file in errors for line in _error_lines(error_file)] + [""]
@@ -450,7 +454,7 @@ def _status(table: dict) -> list[str]:
     """Seeds done and the ≥ 50 % gap goal per direction, computed from the table (never typed in)."""
     lines = []
     for direction, cells in table.items():
-        name = direction.replace("_to_", " → ").upper()
+        name = _direction_title(direction)
         missing = [r.name for r in ROWS if cells.get(r.name, {}).get("n_seeds", 0) < SEEDS_REQUIRED]
         uda = {n: c["gap_closed"] for n, c in cells.items() if ROW_BY_NAME[n].kind == "uda" and "gap_closed" in c}
         best = max(uda, key=uda.get) if uda else None
@@ -477,7 +481,7 @@ def _diagnosis(table: dict, label_stats: dict) -> list[str]:
         low = cells.get("source_only")
         if not low:
             continue
-        name = direction.replace("_to_", " → ").upper()
+        name = _direction_title(direction)
         below = {n: c for n, c in cells.items() if ROW_BY_NAME[n].kind == "uda" and c["iou"]["mean"] < low["iou"]["mean"]}
         if not below:
             lines.append(f"- {name}: every unsupervised row scores at least source-only.")
@@ -535,7 +539,7 @@ def _start_lines(table: dict) -> list[str]:
         ]
         if started:
             lines.append(
-                f"- {direction.replace('_to_', ' → ').upper()}, rows trained from another row's model, target-test IoU of "
+                f"- {_direction_title(direction)}, rows trained from another row's model, target-test IoU of "
                 f"the model they started from → theirs (mean over seeds; the gain is per seed, against the same seed's start): "
                 f"{', '.join(started)}. A starting model retrained in a later session (its models are not committed) need "
                 "not be the one its cached row measured: CPU training repeats exactly only at the same `--threads`. The "
@@ -580,7 +584,7 @@ def _bar_chart(table: dict, path: Path) -> None:
         ax.bar(range(len(names)), means, yerr=stds, capsize=3, color=[colours[ROW_BY_NAME[n].kind] for n in names])
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
         ax.set_ylabel("target-test IoU (last checkpoint)")
-        ax.set_title(direction.replace("_to_", " → ").upper())
+        ax.set_title(_direction_title(direction))
         ax.set_ylim(0, 1)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -679,8 +683,11 @@ def overlay(
 
 def _error_lines(error_file: dict) -> list[str]:
     """One line per model of an overlay's error breakdown (``da_errors_<direction>.json``)."""
-    direction = error_file["direction"].replace("_to_", " → ").upper()
-    lines = []
+    direction = _direction_title(error_file["direction"])
+    lines = [
+        f"- {direction}: a true (predicted) mitochondrion covered less than {100 * error_file['missed_coverage']:.0f} % is missed (false); "
+        f"boundary = within {error_file['boundary_px']} label pixels of a true one's border."
+    ]
     for name, e in error_file["models"].items():
         lines.append(
             f"- {direction}, {name} (seed {error_file['seed']}, IoU {e['iou']:.3f}): false negatives {100 * e['fn_missed_objects']:.0f} % in "

@@ -33,7 +33,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
     breakdown = {"fn_missed_objects": 0.75, "fn_boundary": 0.2, "fp_boundary": 0.5, "fp_false_objects": 0.25, "missed_objects": 0.4, "false_objects": 0.1}
-    errors = {"direction": "vnc_to_fafb", "seed": 0, "models": {"coral": {"iou": 0.6, **breakdown, "true_objects": 50.0, "predicted_objects": 40.0}}}
+    errors = {"direction": "vnc_to_fafb", "seed": 0, "boundary_px": 5, "missed_coverage": 0.2, "models": {"coral": {"iou": 0.6, **breakdown, "true_objects": 50.0, "predicted_objects": 40.0}}}
     (tmp_path / "da_errors_vnc_to_fafb.json").write_text(json.dumps(errors))
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
