@@ -74,6 +74,19 @@ def test_test_time_adaptation_runs_before_evaluation(trained_root, synthetic_dir
     assert 0.0 <= json.loads((eval_dir / "metrics.json").read_text())["metrics"]["iou"] <= 1.0
 
 
+@pytest.mark.parametrize("configs", [[], ["da/adabn.json"]])
+def test_scale_match_config_evaluates_at_the_chosen_target_pixel_size(trained_root, synthetic_dir, configs):
+    eval_dir = trained_root / f"eval_scale_match{len(configs)}"
+    run_bundle(
+        ["inference.json", "evaluate.json", *configs, "da/scale_match.json"], trained_root, "--dataset_dir", str(synthetic_dir),
+        "--roi_size", "[64,64]", "--target_patches", "8", "--eval_dir", str(eval_dir), "--scale_match_factors", "[1.0, 2.0]",
+        "--scale_match_file", str(eval_dir / "scale_match.json"),
+    )  # fmt: skip
+    match = json.loads((eval_dir / "scale_match.json").read_text())
+    assert [c["factor"] for c in match["candidates"]] == [1.0, 2.0] and match["factor"] in (1.0, 2.0)
+    assert 0.0 <= json.loads((eval_dir / "metrics.json").read_text())["metrics"]["iou"] <= 1.0
+
+
 def test_tta_config_puts_test_time_augmentation_into_the_bundle_inferer():
     from monai.bundle import ConfigParser
 

@@ -6,10 +6,12 @@ from .inferers import AugmentedWindowInferer, make_volume_inferer
 from .instances import label_instances
 from .predictor import VolumePredictor, WindowNetwork
 from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, input_stem
+from .scale_match import DEFAULT_FACTORS, match_target_pixel_size, source_reference_area
 from .zarr_output import ZarrSegmentation
 
 __all__ = [
     "AugmentedWindowInferer",
+    "DEFAULT_FACTORS",
     "Block",
     "SaveInstancesd",
     "SaveVolumePredictiond",
@@ -20,6 +22,8 @@ __all__ = [
     "input_stem",
     "label_instances",
     "make_volume_inferer",
+    "match_target_pixel_size",
     "segment_volume",
     "sliding_window_blocks",
+    "source_reference_area",
 ]

@@ -1,7 +1,7 @@
 """Segmentation, instance and membrane (ISBI 2012) metrics, and label-free model-selection scores."""
 
 from .boundaries import ISBIScores, cells_from_membrane_mask, isbi_scores, segment_from_boundaries
-from .errors import error_breakdown
+from .errors import error_breakdown, section_object_areas
 from .instances import InstanceMetrics, instance_metrics, iou_matrix, match_counts, split_merge_counts
 from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
 from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman, target_prediction_stats
@@ -20,6 +20,7 @@ __all__ = [
     "match_counts",
     "mean_prediction_entropy",
     "metrics_from_counts",
+    "section_object_areas",
     "segment_from_boundaries",
     "spearman",
     "split_merge_counts",

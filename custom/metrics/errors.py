@@ -26,6 +26,12 @@ def _coverage(objects: np.ndarray, n: int, other: np.ndarray) -> np.ndarray:
     return covered / np.maximum(area, 1)
 
 
+def section_object_areas(mask: np.ndarray) -> np.ndarray:
+    """Areas (pixels) of the objects of a binary (Y, X) section or (Z, Y, X) stack, section by section."""
+    areas = [np.bincount(objects.ravel())[1:] for objects, _ in map(ndimage.label, _sections(mask, "mask"))]
+    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+
+
 def error_breakdown(pred: np.ndarray, truth: np.ndarray, boundary_px: float = 4.0, missed_coverage: float = 0.2) -> dict[str, float]:
     """Shares of the false negatives and false positives by kind, and the missed / false object rates.
 
