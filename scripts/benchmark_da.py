@@ -49,11 +49,15 @@ LABEL_STATS = "da_label_stats.json"  # labelled foreground fraction per domain a
 BUDGETS = {
     "cpu": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 4, "max_epochs": 20, "iterations_per_epoch": 20, "val_interval": 5},
     "gpu": {"pixel_size_nm": 5.0, "patch": 256, "batch_size": 8, "max_epochs": 60, "iterations_per_epoch": 50, "val_interval": 5},
-    "quick": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 5, "val_interval": 1},
+    "quick": {
+        "pixel_size_nm": 10.0, "patch": 128, "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 5, "val_interval": 1,
+        "scale_match_factors": [0.5, 1.0, 2.0],  # three candidate target pixel sizes keep the smoke run short
+    },
     "synthetic": {"pixel_size_nm": 5.0, "patch": 128, "batch_size": 4, "max_epochs": 6, "iterations_per_epoch": 25, "val_interval": 3},
 }
 SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which label-free choices are made
 CHOICE = "da_synthetic_choice.json"
+SCALE_MATCH_FILE = "scale_match.json"  # written into a scale-matching row's eval folder
 ERRORS = "da_errors_{direction}.json"  # where the overlay's models err (written by ``overlay``)
 ERROR_BOUNDARY_PX = 5  # label-grid pixels (20 nm FAFB, 23 nm VNC) that count as a mitochondrion's boundary
 ERROR_MISSED_COVERAGE = 0.2  # a true (predicted) object covered less than this is missed (false)
@@ -76,6 +80,7 @@ CONSISTENCY = ("da/self_training.json", "da/consistency.json")  # weak/strong co
 ADABN = ("da/adabn.json",)  # test-time configs merged over inference/evaluate
 ADABN_TENT = ("da/adabn.json", "da/tent.json")
 TTA = ("tta.json",)  # in-plane flips and 90° rotations of every window, averaged
+SCALE_MATCH = ("da/scale_match.json",)  # target pixel size chosen label-free so that predicted objects have the source's size
 
 ROWS = (
     Row("source_only", "bound"),
@@ -113,6 +118,10 @@ ROWS = (
     Row("scale_aug", "uda", ("da/scale.json",)),
     Row("scale_aug_balanced_consistency", "uda", (*CONSISTENCY, "da/scale.json"), {"pseudo_label_class_balance": True}, pretrained="scale_aug"),
     Row("scale_aug_balanced_consistency_tta", "uda", pretrained="scale_aug_balanced_consistency", eval_configs=TTA, train=False),
+    Row("scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH, train=False),
+    Row("scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH, train=False),
+    Row("scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH, train=False),
+    Row("scale_match_tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH), train=False),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
@@ -220,9 +229,14 @@ class Benchmark:
         eval_dir = root / f"eval_{name}"
         configs = [CONFIGS / "inference.json", CONFIGS / "evaluate.json", *(CONFIGS / c for c in row.eval_configs)]
         roi = [self.budget["patch"], self.budget["patch"]]
+        extra = {}
+        if set(SCALE_MATCH) <= set(row.eval_configs):
+            extra = {"scale_match_file": str(eval_dir / SCALE_MATCH_FILE)}
+            if "scale_match_factors" in self.budget:
+                extra["scale_match_factors"] = self.budget["scale_match_factors"]
         run_bundle_logged(
             configs, root, root / "logs" / f"eval_{name}.log", env=self.env,
-            **self._common(seed), dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint), eval_dir=str(eval_dir), roi_size=roi,
+            **self._common(seed), dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint), eval_dir=str(eval_dir), roi_size=roi, **extra,
         )
         return json.loads((eval_dir / "metrics.json").read_text())["metrics"]
 
@@ -255,6 +269,7 @@ class Benchmark:
             "metrics_last": metrics_last,
             "metrics_source_val_selected": metrics_selected,
             "metrics_start": metrics_start,
+            "scale_match": _scale_match_choice(self.run_root(direction, row, seed) / "eval_last" / SCALE_MATCH_FILE),
             "wall_s": round(time.time() - start, 1),
             "device": self.device,
             "threads": self.threads,
@@ -361,6 +376,14 @@ def _read_beside_runs(runs_dir: str, name: str) -> dict:
     """A JSON file written next to the cached runs (label statistics, synthetic choice); {} if absent."""
     path = Path(runs_dir).parent / name
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _scale_match_choice(path: Path) -> dict | None:
+    """The target pixel size a scale-matching evaluation chose (None for other rows)."""
+    if not path.exists():
+        return None
+    match = json.loads(path.read_text())
+    return {"pixel_size_nm": match["pixel_size_nm"], "factor": match["factor"]}
 
 
 def _seed_list(seeds: int | tuple) -> tuple:
