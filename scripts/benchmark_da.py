@@ -428,7 +428,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     return table
 
 
-def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors: list[dict] = ()) -> str:
+def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors: list[dict] = (), scale_lines: list[str] = ()) -> str:
     lines = [
         "# Domain-adaptation benchmark: EM mitochondria, Drosophila VNC ↔ FAFB",
         "",
@@ -456,12 +456,26 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
             "",
         ]
         lines += [line for error_file in errors for line in _error_lines(error_file)] + [""]
+    if scale_lines:
+        lines += ["## Target pixel sizes chosen by scale matching", "", *scale_lines, ""]
     lines += [
         "Reference points on other data (not comparable): Roels et al. 2019, EPFL → VNC, IoU %: FT 28.70,",
         "MMD 44.96, CORAL 40.28, DANN 49.90, Y-Net 49.55; DA-ISC (Huang et al. 2022), VNC → EPFL: 68.65 / 74.31.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _scale_match_lines(results: list[dict], pixel_size_nm: float) -> list[str]:
+    """Per direction and scale-matching row, the target pixel size each seed's evaluation chose (label-free)."""
+    chosen: dict[tuple[str, str], list[str]] = {}
+    for r in sorted(results, key=lambda r: (r["direction"], r["row"], r["seed"])):
+        if r.get("scale_match"):
+            chosen.setdefault((r["direction"], r["row"]), []).append(f"{r['scale_match']['pixel_size_nm']:.3g}")
+    if not chosen:
+        return []
+    lines = [f"Training pixel size {pixel_size_nm:g} nm; the target was resampled to (nm, seed by seed):", ""]
+    return lines + [f"- {_direction_title(d)}, {row}: {', '.join(sizes)}" for (d, row), sizes in chosen.items()]
 
 
 def _choice_line(choice: dict) -> list[str]:
@@ -626,7 +640,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
     errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
-    text = _markdown(table, BUDGETS[budget], label_stats, choice, errors)
+    text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
     for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
             tmp.write_text(content)

@@ -10,12 +10,14 @@ from .conftest import REPO_ROOT
 BEST = "tent_balanced_consistency"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
-def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None):
+def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None):
     metrics = {"iou": iou, "dice": 2 * iou / (1 + iou), "precision": precision, "recall": recall}
     path = runs_dir / "cpu" / "vnc_to_fafb" / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     start = {**metrics, "iou": start_iou} if start_iou is not None else None
     run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start}
+    if scale_match is not None:
+        run["scale_match"] = {"pixel_size_nm": scale_match, "factor": scale_match / 10.0}
     path.write_text(json.dumps(run))
 
 
@@ -29,6 +31,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, BEST, seed, 0.45, 0.60, 0.60)
         _write_run(runs_dir, "tent", seed, 0.45, 0.60, 0.60)  # an alignment row: predicted/true 1.0
         _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66, start_iou=0.30 + 0.02 * seed)  # 1.2
+        _write_run(runs_dir, "scale_match", seed, 0.41, 0.60, 0.60, scale_match=(3.54, 4.2)[seed])
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
@@ -46,7 +49,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert f"chosen without target labels: {BEST}, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
     assert f"target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
-    assert "1 of 5 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
+    assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # tent: 1.0 < 1.2
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
@@ -56,6 +59,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         "- VNC → FAFB, coral (seed 0, IoU 0.600): false negatives 75 % in missed mitochondria (40 % of 50 missed), 20 % at boundaries; "
         "false positives 50 % at boundaries, 25 % in false objects (10 % of 40 predicted)." in text
     )
+    assert "- VNC → FAFB, scale_match: 3.54, 4.2" in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
 
