@@ -72,7 +72,22 @@ def test_match_chooses_the_pixel_size_that_restores_the_source_object_size(tmp_p
     assert result["factor"] == expected_factor
     assert result["pixel_size_nm"] == pytest.approx(10.0 * expected_factor)
     assert json.loads((tmp_path / "match.json").read_text())["factor"] == expected_factor
-    assert [c["factor"] for c in result["candidates"]] == [0.5, 1.0, 2.0]
+    tried = [c["factor"] for c in result["candidates"]]
+    assert 1.0 in tried and expected_factor in tried  # oriented search: the training size, then one side of it
+    assert not (0.5 in tried and 2.0 in tried)
+
+
+def test_match_on_both_sides_tries_every_size_oriented_search_one_side(tmp_path):
+    write_volume(tmp_path / "source_label.tif", disks(16.0, (320, 320), 80)[None].repeat(2, 0), (40.0, 10.0, 10.0))
+    target = disks(10.0, (400, 400), 40)[None].repeat(2, 0) * 200 + 20  # 80 nm disks at 8 nm: smaller than the source's
+    write_volume(tmp_path / "target.tif", target.astype(np.uint8), (40.0, 8.0, 8.0))
+    args = (ThresholdNetwork(), None, [tmp_path / "target.tif"], [tmp_path / "source_label.tif"], 10.0, (64, 64))
+    both = match_target_pixel_size(*args, factors=(0.5, 1.0, 2.0), side="both")
+    assert [c["factor"] for c in both["candidates"]] == [0.5, 1.0, 2.0] and both["factor"] == 0.5
+    oriented = match_target_pixel_size(*args, factors=(0.5, 1.0, 2.0))
+    assert [c["factor"] for c in oriented["candidates"]] == [0.5, 1.0]
+    with pytest.raises(ValueError, match="side"):
+        match_target_pixel_size(*args, factors=(1.0,), side="left")
 
 
 def test_match_refuses_sources_without_objects_or_spacing(tmp_path):

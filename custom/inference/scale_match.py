@@ -113,18 +113,26 @@ def match_target_pixel_size(
     out: str | os.PathLike | None = None,
     batch_norm_from_target: bool = False,
     max_sections: int = MAX_SECTIONS,
+    side: str = "auto",
 ) -> dict:
     """The target pixel size (nm) whose predicted objects best match the source objects' size.
 
     ``network`` (a copy, with ``checkpoint`` loaded if given) predicts every unlabelled
     ``target_images`` volume (a 2D model: ``max_sections`` evenly spaced sections of it; at most
-    ``MAX_EXTENT_PX`` central pixels in y and x) resampled to ``pixel_size_nm × f`` for each factor ``f``; a candidate's
-    score is ``|log(typical predicted object area / source reference area)|`` (``typical_area``, in
-    model pixels, objects per section), lowest wins, ties going to the factor nearest 1 (a candidate without any
-    predicted object scores infinity). With ``batch_norm_from_target`` (for evaluations that adapt
-    batch norm to the target, AdaBN or TENT) each candidate first re-estimates the batch-norm
-    statistics on windows of the target at that size (``adapt_batchnorm``). Returns ``{"pixel_size_nm", "factor", "reference_area_px",
-    "candidates": [{"factor", "pixel_size_nm", "typical_area_px", "objects", "foreground", "score"}]}``,
+    ``MAX_EXTENT_PX`` central pixels in y and x) resampled to ``pixel_size_nm × f`` for candidate
+    factors ``f``; a candidate's score is ``|log(typical predicted object area / source reference
+    area)|`` (``typical_area``, in model pixels, objects per section), lowest wins, ties going to the
+    factor nearest 1 (a candidate without any predicted object scores infinity).
+
+    ``side="auto"`` first predicts at the factor nearest 1, then tries only the finer sizes if the
+    objects found there are smaller than the source's, only the coarser ones if larger: far on the
+    wrong side a model can split objects into pieces of the source's size and score well for the
+    wrong reason. ``side="both"`` tries every factor. With ``batch_norm_from_target`` (evaluations
+    that adapt batch norm to the target, AdaBN or TENT) each candidate first re-estimates the
+    batch-norm statistics on windows of the target at that size (``adapt_batchnorm``).
+
+    Returns ``{"pixel_size_nm", "factor", "reference_area_px", "candidates": [{"factor",
+    "pixel_size_nm", "typical_area_px", "objects", "foreground", "score"}]}`` (the candidates tried),
     also written as JSON to ``out`` (atomically) when given.
     """
     if pixel_size_nm <= 0:
@@ -133,8 +141,7 @@ def match_target_pixel_size(
         raise ValueError("scale matching needs at least one target image and one candidate factor.")
     trained = load_pretrained(copy.deepcopy(network), checkpoint, required=True) if checkpoint else copy.deepcopy(network)
     reference = source_reference_area(source_labels, pixel_size_nm)
-    candidates = []
-    for factor in factors:
+    def candidate(factor: float) -> dict:
         size = pixel_size_nm * factor
         volumes = [_load_resampled(path, size, input_spacing_nm, max_sections if spatial_dims == 2 else None) for path in target_images]
         model = copy.deepcopy(trained).to(device)
@@ -145,18 +152,32 @@ def match_target_pixel_size(
         masks = [predictor(v) > 0.5 for v in volumes]
         areas = np.concatenate([section_object_areas(m) for m in masks])
         typical = typical_area(areas)
-        candidates.append(
-            {
-                "factor": float(factor),
-                "pixel_size_nm": float(size),
-                "typical_area_px": typical,
-                "objects": int(areas.size),
-                "foreground": float(sum(m.sum() for m in masks) / sum(m.size for m in masks)),
-                "score": abs(float(np.log(typical / reference))) if typical > 0 else float("inf"),
-            }
-        )
+        return {
+            "factor": float(factor),
+            "pixel_size_nm": float(size),
+            "typical_area_px": typical,
+            "objects": int(areas.size),
+            "foreground": float(sum(m.sum() for m in masks) / sum(m.size for m in masks)),
+            "score": abs(float(np.log(typical / reference))) if typical > 0 else float("inf"),
+        }
+
+    if side not in ("auto", "both"):
+        raise ValueError(f"side must be 'auto' or 'both', got {side!r}.")
+    ordered = sorted(float(f) for f in factors)
+    if side == "both":
+        candidates = [candidate(f) for f in ordered]
+    else:  # the training size's own prediction says whether target objects look smaller or larger
+        start = min(ordered, key=lambda f: abs(np.log(f)))
+        first = candidate(start)
+        if first["typical_area_px"] == 0 or first["score"] == 0:
+            rest = [f for f in ordered if f != start] if first["typical_area_px"] == 0 else []
+        elif first["typical_area_px"] < reference:  # objects look smaller than the source's: magnify
+            rest = [f for f in ordered if f < start]
+        else:
+            rest = [f for f in ordered if f > start]
+        candidates = sorted([first, *(candidate(f) for f in rest)], key=lambda c: c["factor"])
     best = min(candidates, key=lambda c: (c["score"], abs(np.log(c["factor"]))))
-    if best["factor"] in (min(factors), max(factors)) and len(factors) > 1:
+    if best["factor"] in (ordered[0], ordered[-1]) and len(ordered) > 1:
         logger.warning("scale matching chose %.3g nm, the edge of the candidate range; the best size may lie beyond it", best["pixel_size_nm"])
     logger.info("scale matching: target pixel size %.3g nm (factor %.3g of %.3g nm)", best["pixel_size_nm"], best["factor"], pixel_size_nm)
     result = {"pixel_size_nm": best["pixel_size_nm"], "factor": best["factor"], "reference_area_px": reference, "candidates": candidates}
