@@ -81,6 +81,7 @@ ADABN = ("da/adabn.json",)  # test-time configs merged over inference/evaluate
 ADABN_TENT = ("da/adabn.json", "da/tent.json")
 TTA = ("tta.json",)  # in-plane flips and 90° rotations of every window, averaged
 SCALE_MATCH = ("da/scale_match.json",)  # target pixel size chosen label-free so that predicted objects have the source's size
+SCALE_MATCH_BOTH = (*SCALE_MATCH, "da/scale_match_both_sides.json")  # every candidate size, the first (pre-registered) search
 
 ROWS = (
     Row("source_only", "bound"),
@@ -118,10 +119,17 @@ ROWS = (
     Row("scale_aug", "uda", ("da/scale.json",)),
     Row("scale_aug_balanced_consistency", "uda", (*CONSISTENCY, "da/scale.json"), {"pseudo_label_class_balance": True}, pretrained="scale_aug"),
     Row("scale_aug_balanced_consistency_tta", "uda", pretrained="scale_aug_balanced_consistency", eval_configs=TTA, train=False),
-    Row("scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH, train=False),
-    Row("scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH, train=False),
-    Row("scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH, train=False),
-    Row("scale_match_tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH), train=False),
+    Row("scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH_BOTH, train=False),
+    Row("scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH_BOTH, train=False),
+    Row("scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH_BOTH, train=False),
+    Row("scale_match_tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH_BOTH), train=False),
+    Row("oriented_scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH, train=False),
+    Row("oriented_scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH, train=False),
+    Row("oriented_scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH, train=False),
+    Row(
+        "oriented_scale_match_tent_balanced_consistency", "uda",
+        pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH), train=False,
+    ),
     Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
     Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
     Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
