@@ -96,3 +96,5 @@ def test_match_refuses_sources_without_objects_or_spacing(tmp_path):
         source_reference_area([tmp_path / "empty.tif"], 10.0)
     with pytest.raises(ValueError, match="training pixel size"):
         match_target_pixel_size(ThresholdNetwork(), None, [tmp_path / "empty.tif"], [tmp_path / "empty.tif"], 0.0, (32, 32))
+    with pytest.raises(ValueError, match="positive candidate factors"):
+        match_target_pixel_size(ThresholdNetwork(), None, [tmp_path / "empty.tif"], [tmp_path / "empty.tif"], 10.0, (32, 32), factors=(0.0, 1.0))

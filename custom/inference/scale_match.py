@@ -137,10 +137,13 @@ def match_target_pixel_size(
     """
     if pixel_size_nm <= 0:
         raise ValueError(f"scale matching needs the training pixel size in nm (> 0), got {pixel_size_nm}.")
-    if not target_images or not factors:
-        raise ValueError("scale matching needs at least one target image and one candidate factor.")
+    if not target_images or not factors or min(factors) <= 0:
+        raise ValueError(f"scale matching needs at least one target image and positive candidate factors, got {list(factors)}.")
+    if side not in ("auto", "both"):
+        raise ValueError(f"side must be 'auto' or 'both', got {side!r}.")
     trained = load_pretrained(copy.deepcopy(network), checkpoint, required=True) if checkpoint else copy.deepcopy(network)
     reference = source_reference_area(source_labels, pixel_size_nm)
+
     def candidate(factor: float) -> dict:
         size = pixel_size_nm * factor
         volumes = [_load_resampled(path, size, input_spacing_nm, max_sections if spatial_dims == 2 else None) for path in target_images]
@@ -161,8 +164,6 @@ def match_target_pixel_size(
             "score": abs(float(np.log(typical / reference))) if typical > 0 else float("inf"),
         }
 
-    if side not in ("auto", "both"):
-        raise ValueError(f"side must be 'auto' or 'both', got {side!r}.")
     ordered = sorted(float(f) for f in factors)
     if side == "both":
         candidates = [candidate(f) for f in ordered]
