@@ -198,6 +198,10 @@ class Benchmark:
     def run_root(self, direction: str, row: Row, seed: int) -> Path:
         return run_root(self.work_dir, direction, row.name, seed)
 
+    def eval_dir(self, direction: str, row: Row, seed: int, name: str) -> Path:
+        """Where ``_evaluate`` writes the evaluation ``name`` (``last``, ``selected``, ``start``) of a cell."""
+        return self.run_root(direction, row, seed) / f"eval_{name}"
+
     def last_model(self, direction: str, row: Row, seed: int) -> Path:
         """Where ``row``'s training writes its last checkpoint (it may not exist yet)."""
         return last_model(self.work_dir, direction, row.name, seed)
@@ -237,7 +241,7 @@ class Benchmark:
 
     def _evaluate(self, direction: str, row: Row, seed: int, checkpoint: Path, name: str) -> dict:
         root = self.run_root(direction, row, seed)
-        eval_dir = root / f"eval_{name}"
+        eval_dir = self.eval_dir(direction, row, seed, name)
         configs = [CONFIGS / "inference.json", CONFIGS / "evaluate.json", *(CONFIGS / c for c in row.eval_configs)]
         roi = [self.budget["patch"], self.budget["patch"]]
         extra = {}
@@ -280,7 +284,7 @@ class Benchmark:
             "metrics_last": metrics_last,
             "metrics_source_val_selected": metrics_selected,
             "metrics_start": metrics_start,
-            "scale_match": _scale_match_choice(self.run_root(direction, row, seed) / "eval_last" / SCALE_MATCH_FILE),
+            "scale_match": _scale_match_choice(self.eval_dir(direction, row, seed, "last") / SCALE_MATCH_FILE),
             "wall_s": round(time.time() - start, 1),
             "device": self.device,
             "threads": self.threads,

@@ -64,19 +64,18 @@ def source_reference_area(label_paths: Sequence[str | os.PathLike], pixel_size_n
     return typical_area(areas)
 
 
-def _load_resampled(path: str | os.PathLike, pixel_size_nm: float, spacing: Sequence[float] | None, sections: int | None) -> np.ndarray:
-    """A target volume as the bundle's inference sees it at ``pixel_size_nm``: resampled, z-scored,
-    (Z, Y, X); at most ``sections`` evenly spaced sections (all if None) and the central
-    ``MAX_EXTENT_PX`` pixels in y and x, so that fine candidate sizes stay affordable."""
-    load = Compose(
+def _resampled(loaded: dict, pixel_size_nm: float, sections: int | None) -> np.ndarray:
+    """A loaded target volume (``LoadImaged`` output) as the bundle's inference sees it at
+    ``pixel_size_nm``: resampled, z-scored, (Z, Y, X); at most ``sections`` evenly spaced sections (all
+    if None) and the central ``MAX_EXTENT_PX`` pixels in y and x, so that fine candidate sizes stay affordable."""
+    prepare = Compose(
         [
-            LoadImaged("image", reader=EMVolumeReader(spacing=spacing), ensure_channel_first=True, image_only=True),
             ResampleToPixelSized("image", pixel_size_nm=pixel_size_nm),
             NormalizeIntensityd("image"),
             EnsureTyped("image", dtype=torch.float32, track_meta=False),
         ]
     )
-    volume = load({"image": str(path)})["image"][0].numpy()
+    volume = prepare(dict(loaded))["image"][0].numpy()
     if sections is not None and volume.shape[0] > sections:
         volume = volume[np.linspace(0, volume.shape[0] - 1, sections).round().astype(int)]
     crop = tuple(slice(max(0, (n - MAX_EXTENT_PX) // 2), max(0, (n - MAX_EXTENT_PX) // 2) + MAX_EXTENT_PX) for n in volume.shape[1:])
@@ -143,10 +142,12 @@ def match_target_pixel_size(
         raise ValueError(f"side must be 'auto' or 'both', got {side!r}.")
     trained = load_pretrained(copy.deepcopy(network), checkpoint, required=True) if checkpoint else copy.deepcopy(network)
     reference = source_reference_area(source_labels, pixel_size_nm)
+    load = LoadImaged("image", reader=EMVolumeReader(spacing=input_spacing_nm), ensure_channel_first=True, image_only=True)
+    loaded = [load({"image": str(path)}) for path in target_images]  # read once, resampled for each candidate
 
     def candidate(factor: float) -> dict:
         size = pixel_size_nm * factor
-        volumes = [_load_resampled(path, size, input_spacing_nm, max_sections if spatial_dims == 2 else None) for path in target_images]
+        volumes = [_resampled(item, size, max_sections if spatial_dims == 2 else None) for item in loaded]
         model = copy.deepcopy(trained).to(device)
         if batch_norm_from_target:
             windows = torch.cat([grid_windows(v, roi_size, BATCH_NORM_WINDOWS // len(volumes) or 1) for v in volumes])
@@ -170,12 +171,15 @@ def match_target_pixel_size(
     else:  # the training size's own prediction says whether target objects look smaller or larger
         start = min(ordered, key=lambda f: abs(np.log(f)))
         first = candidate(start)
-        if first["typical_area_px"] == 0 or first["score"] == 0:
-            rest = [f for f in ordered if f != start] if first["typical_area_px"] == 0 else []
-        elif first["typical_area_px"] < reference:  # objects look smaller than the source's: magnify
+        typical = first["typical_area_px"]
+        if typical == 0:  # nothing found at the training size: no side to prefer
+            rest = [f for f in ordered if f != start]
+        elif typical < reference:  # objects look smaller than the source's: magnify
             rest = [f for f in ordered if f < start]
-        else:
+        elif typical > reference:
             rest = [f for f in ordered if f > start]
+        else:
+            rest = []
         candidates = sorted([first, *(candidate(f) for f in rest)], key=lambda c: c["factor"])
     best = min(candidates, key=lambda c: (c["score"], abs(np.log(c["factor"]))))
     if best["factor"] in (ordered[0], ordered[-1]) and len(ordered) > 1:
