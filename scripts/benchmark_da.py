@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
 
+from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
 BUNDLE = REPO / "bundles" / "em_mitochondria"
@@ -41,6 +42,7 @@ DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py repor
 DOCS_END = "<!-- da_benchmark: end -->"
 SEEDS_REQUIRED = 3
 TRAINED_MARKER = "training_complete"  # written in a run folder once its training finished
+DATA_RECORD = "spacing_nm.json"  # in a budget's model folder: the domain pixel sizes its models were trained at
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
 LABEL_STATS = "da_label_stats.json"  # labelled foreground fraction per domain and split, beside the cached runs
@@ -187,6 +189,7 @@ class Benchmark:
         self.env = worker_env(threads)
         if device == "cpu":
             self.env["CUDA_VISIBLE_DEVICES"] = ""
+        self.spacing_nm = None if budget == SYNTHETIC else mito_pair_spacing_nm()  # recorded in each real-data cell
 
     def _common(self, seed: int) -> dict:
         b = self.budget
@@ -259,7 +262,10 @@ class Benchmark:
         """Train (if the row trains) and evaluate one cell; write and return its cached result."""
         out = self.result_path(direction, row, seed)
         if out.exists():
-            return json.loads(out.read_text())
+            cached = json.loads(out.read_text())
+            if cached.get("spacing_nm") == self.spacing_nm:
+                return cached
+            print(f"  {direction}/{row.name}/seed{seed}: cached at other pixel sizes ({cached.get('spacing_nm')}), run again", flush=True)
         start = time.time()
         last = self._checkpoint(direction, row, seed)
         models = last.parent
@@ -281,6 +287,7 @@ class Benchmark:
             "configs": list(row.configs) + list(row.eval_configs),
             "overrides": row.overrides,
             "pretrained": row.pretrained,
+            "spacing_nm": self.spacing_nm,
             "metrics_last": metrics_last,
             "metrics_source_val_selected": metrics_selected,
             "metrics_start": metrics_start,
@@ -294,6 +301,18 @@ class Benchmark:
         write_result(out, result)
         print(f"  {direction}/{row.name}/seed{seed}: IoU {metrics_last['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
         return result
+
+
+def _check_work_dir(work_dir: Path, spacing_nm: dict) -> None:
+    """Refuse a model folder whose models were trained at other domain pixel sizes than
+    ``spacing_nm`` (or before they were recorded in it): they must never be reused."""
+    record = work_dir / DATA_RECORD
+    if record.exists():
+        recorded = json.loads(record.read_text())
+        if recorded != spacing_nm:
+            raise SystemExit(f"models under {work_dir} were trained with domain pixel sizes {recorded} (nm), the data now has {spacing_nm}: move that folder away or pass another --work-dir.")
+    elif work_dir.exists() and any(work_dir.iterdir()):
+        raise SystemExit(f"{work_dir} holds models of unknown domain pixel sizes (no {DATA_RECORD}): move that folder away or pass another --work-dir.")
 
 
 def run(
@@ -323,7 +342,10 @@ def run(
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     row_list = [ROW_BY_NAME[r] for r in row_names] or list(ROWS)
+    spacing_nm = mito_pair_spacing_nm()
+    _check_work_dir(Path(work_dir) / budget, spacing_nm)
     prepared = prepare(data_dir, Path(work_dir) / "prepared")
+    write_result(Path(work_dir) / budget / DATA_RECORD, spacing_nm)
     write_label_stats(prepared, Path(runs_dir).parent / LABEL_STATS)
     bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, device, threads)
     for seed in seed_list:
@@ -407,7 +429,14 @@ def _seed_list(seeds: int | tuple) -> tuple:
 
 
 def _load(runs_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/*/seed*.json"))]
+    """The cached cells under ``runs_dir``; a real-data cell made at other domain pixel sizes than the
+    data has now is left out (and counted), as ``run`` would run it again."""
+    cells = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/*/seed*.json"))]
+    spacing_nm = mito_pair_spacing_nm()
+    current = [c for c in cells if c["direction"] not in DIRECTIONS or c.get("spacing_nm") == spacing_nm]
+    if len(current) < len(cells):
+        print(f"{len(cells) - len(current)} cached cells under {runs_dir} were made at other domain pixel sizes than {spacing_nm} (nm): left out.")
+    return current
 
 
 def summarise(results: list[dict], key: str = "metrics_last") -> dict:
@@ -701,6 +730,7 @@ def overlay(
             f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
         )
     path = Path(out) / f"da_overlay_{direction}.png"
+    _check_work_dir(Path(work_dir) / budget, mito_pair_spacing_nm())
     checkpoints = {name: last_model(Path(work_dir) / budget, direction, name, seed) for name in rows}
     missing = [name for name, checkpoint in checkpoints.items() if not checkpoint.is_file()]
     if missing:  # a figure without some of its rows would replace a complete one (e.g. in a fresh clone)

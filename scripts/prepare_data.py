@@ -38,6 +38,7 @@ from custom.data.datasets import (
     load_dsb2018_nuclei,
     load_fafb_mito,
     load_isbi2012,
+    mito_pair_spacing_nm,
     split_ids,
 )
 from custom.data.readers import EMDataError
@@ -72,7 +73,8 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     refused unless ``force``, which rebuilds it.
     """
     out = Path(out_dir)
-    if not _needs_preparing(out, force):
+    spacing_nm = mito_pair_spacing_nm()
+    if not _needs_preparing(out, force, spacing_nm):
         return str(out)
     volumes = out / "volumes"
     image, label, spacing = load_drosophila_vnc(data_dir)
@@ -84,7 +86,7 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     stack2_path = volumes / "vnc_stack2" / "vnc_stack2.tif"
     write_direction_datalist(out / "vnc_to_fafb", volumes / "vnc", volumes / "fafb", "vnc_to_fafb")
     write_direction_datalist(out / "fafb_to_vnc", volumes / "fafb", volumes / "vnc", "fafb_to_vnc", [stack2_path])
-    return _mark_prepared(out, data_dir, ["vnc_to_fafb", "fafb_to_vnc"])
+    return _mark_prepared(out, data_dir, ["vnc_to_fafb", "fafb_to_vnc"], spacing_nm)
 
 
 def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_membranes", target: str = "vnc_stack2", force: bool = False) -> str:
@@ -134,7 +136,7 @@ def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nucle
 def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepared_mito_instances", scale: float = 0.5, force: bool = False) -> str:
     """VNC and FAFB mitochondria as 2D instance datasets (``out/vnc``, ``out/fafb``): one sample per
     section, connected components of the mask as instances, sections split as in
-    ``MITO_INSTANCE_SECTIONS``; ``scale`` downsamples in-plane (0.5: ~9 nm VNC, 8 nm FAFB pixels)."""
+    ``MITO_INSTANCE_SECTIONS``; ``scale`` downsamples in-plane (0.5: ~9 nm VNC, ~16 nm FAFB pixels)."""
     out = Path(out_dir)
     if not _needs_preparing(out, force):
         return str(out)
@@ -146,11 +148,19 @@ def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepar
     return _mark_prepared(out, data_dir, list(MITO_INSTANCE_SECTIONS))
 
 
-def _needs_preparing(out: Path, force: bool) -> bool:
-    """False when ``out`` holds a complete earlier result (kept); clears an incomplete one when ``force``."""
-    if (out / MARKER).exists() and not force:
-        print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
-        return False
+def _needs_preparing(out: Path, force: bool, spacing_nm: dict | None = None) -> bool:
+    """False when ``out`` holds a complete earlier result (kept); clears an incomplete one when ``force``.
+
+    ``spacing_nm``: the pixel sizes the loaders give now; a result prepared with others is refused
+    (its volumes would be resampled wrongly) unless ``force``, which rebuilds it.
+    """
+    marker = out / MARKER
+    if marker.exists() and not force:
+        recorded = json.loads(marker.read_text()).get("spacing_nm")
+        if spacing_nm is None or recorded == spacing_nm:
+            print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
+            return False
+        raise FileExistsError(f"{out} was prepared with pixel sizes {recorded} (nm, z/y/x per domain), the loaders now give {spacing_nm}; pass --force to rebuild it.")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
@@ -158,9 +168,12 @@ def _needs_preparing(out: Path, force: bool) -> bool:
     return True
 
 
-def _mark_prepared(out: Path, data_dir: str, directions: list[str]) -> str:
+def _mark_prepared(out: Path, data_dir: str, directions: list[str], spacing_nm: dict | None = None) -> str:
+    record = {"data_dir": str(Path(data_dir).resolve()), "directions": directions}
+    if spacing_nm is not None:
+        record["spacing_nm"] = spacing_nm
     with atomic_path(out / MARKER) as tmp:
-        tmp.write_text(json.dumps({"data_dir": str(Path(data_dir).resolve()), "directions": directions}))
+        tmp.write_text(json.dumps(record))
     print(f"prepared {out}: use --dataset_dir " + " or ".join(str(out / d) for d in directions))
     return str(out)
 

@@ -5,17 +5,20 @@ import subprocess
 import sys
 
 import pytest
+from custom.data.datasets import mito_pair_spacing_nm
+
 from .conftest import REPO_ROOT
 
+SPACING = mito_pair_spacing_nm()  # cells made at other domain pixel sizes are left out of the report
 BEST = "tent_balanced_consistency"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
-def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None):
+def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None, spacing=SPACING):
     metrics = {"iou": iou, "dice": 2 * iou / (1 + iou), "precision": precision, "recall": recall}
     path = runs_dir / "cpu" / "vnc_to_fafb" / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     start = {**metrics, "iou": start_iou} if start_iou is not None else None
-    run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start}
+    run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start, "spacing_nm": spacing}
     if scale_match is not None:
         run["scale_match"] = {"pixel_size_nm": scale_match, "factor": scale_match / 10.0}
     path.write_text(json.dumps(run))
@@ -32,6 +35,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "tent", seed, 0.45, 0.60, 0.60)  # an alignment row: predicted/true 1.0
         _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66, start_iou=0.30 + 0.02 * seed)  # 1.2
         _write_run(runs_dir, "scale_match", seed, 0.41, 0.60, 0.60, scale_match=(3.54, 4.2)[seed])
+        _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
@@ -43,6 +47,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
 
     table = json.loads((out / "da_benchmark.json").read_text())["table"]["vnc_to_fafb"]
+    assert "dann" not in table  # cached at other domain pixel sizes: left out, not mixed in
     assert table["coral"]["gap_closed"] == pytest.approx(0.55)
     assert table["source_only"]["iou"]["std"] > 0.07  # sample std of 0.35 and 0.45
     text = (out / "da_benchmark.md").read_text()
@@ -71,3 +76,17 @@ def test_overlay_without_its_models_leaves_the_existing_figure(tmp_path):
     result = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     assert "left as it is" in result.stdout
     assert figure.read_bytes() == b"committed figure"
+
+
+def test_run_refuses_models_trained_at_other_pixel_sizes_before_preparing_anything(tmp_path):
+    models = tmp_path / "work" / "cpu"
+    models.mkdir(parents=True)
+    (models / "spacing_nm.json").write_text(json.dumps({**SPACING, "fafb": [40.0, 4.0, 4.0]}))
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "run", "--rows=source_only", f"--work_dir={tmp_path / 'work'}", f"--runs_dir={tmp_path / 'runs'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode != 0 and "were trained with domain pixel sizes" in result.stderr and "--work-dir" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["cpu"]  # nothing prepared, nothing trained
+    (models / "spacing_nm.json").unlink()
+    (models / "vnc_to_fafb").mkdir()  # models from before pixel sizes were recorded: refused too
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode != 0 and "holds models of unknown domain pixel sizes" in result.stderr

@@ -26,10 +26,10 @@ def test_fafb_crops_and_checksums(shared_data):
     get_fafb_mito_paths(shared_data)  # verifies every file's sha256 without network access
     image, label, spacing = load_fafb_mito(shared_data)
     assert image.shape == label.shape == (8, 1736, 1736)
-    assert set(np.unique(label)) == {0, 1} and spacing == (40.0, 4.0, 4.0)
+    assert set(np.unique(label)) == {0, 1} and spacing == (40.0, 8.0, 8.0)  # the crops' pixel size, not FAFB's native 4 nm
 
 
-def test_prepare_data_layout_split_and_idempotence(prepared, shared_data):
+def test_prepare_data_layout_split_and_idempotence(prepared, shared_data, tmp_path):
     import subprocess
     import sys
 
@@ -43,6 +43,15 @@ def test_prepare_data_layout_split_and_idempotence(prepared, shared_data):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert again.returncode == 0 and "already prepared" in again.stdout
+    stale = tmp_path / "stale"  # prepared when the FAFB crops were taken as 4 nm: refused, not reused
+    stale.mkdir()
+    marker = json.loads((prepared / "prepared.json").read_text())
+    (stale / "prepared.json").write_text(json.dumps({**marker, "spacing_nm": {**marker["spacing_nm"], "fafb": [40.0, 4.0, 4.0]}}))
+    refused = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "prepare_data.py"), "from_dir", str(shared_data), str(stale)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "was prepared with pixel sizes" in refused.stderr and "--force" in refused.stderr
 
 
 def test_bundle_trains_and_evaluates_on_vnc_to_fafb(prepared, tmp_path):
