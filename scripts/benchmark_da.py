@@ -439,6 +439,11 @@ def _load(runs_dir: Path) -> list[dict]:
     return current
 
 
+def _gap_per_seed(iou: dict, low: dict, high: dict) -> dict:
+    """Gap closed seed by seed, against the same seed's source-only and oracle (seeds that have all three)."""
+    return {s: (iou[s] - low[s]) / (high[s] - low[s]) for s in sorted(iou) if s in low and s in high and high[s] > low[s]}
+
+
 def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     """Mean and std over seeds per (direction, row), plus the fraction of the source-only → oracle gap closed."""
     table: dict = {}
@@ -448,7 +453,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
             runs = [r for r in results if r["direction"] == direction and r["row"] == row.name]
             if not runs:
                 continue
-            cell = {"n_seeds": len(runs), "seeds": sorted(r["seed"] for r in runs)}
+            cell = {"n_seeds": len(runs), "seeds": sorted(r["seed"] for r in runs), "iou_per_seed": {r["seed"]: r[key]["iou"] for r in runs}}
             for metric in METRICS:
                 values = np.array([r[key][metric] for r in runs], dtype=float)
                 cell[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
@@ -463,6 +468,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
             span = high["iou"]["mean"] - low["iou"]["mean"]
             for cell in cells.values():
                 cell["gap_closed"] = (cell["iou"]["mean"] - low["iou"]["mean"]) / span
+                cell["gap_closed_per_seed"] = _gap_per_seed(cell["iou_per_seed"], low["iou_per_seed"], high["iou_per_seed"])
         if high:
             for cell in cells.values():
                 if "iou_start" in cell and high["iou"]["mean"] > cell["iou_start"]:
@@ -531,6 +537,14 @@ def _choice_line(choice: dict) -> list[str]:
     return [f"- Label-free choice (`choose`, synthetic pair, seeds {choice['seeds']}), target-test IoU: {ious}; best {choice['best_uda']}, {agree}."]
 
 
+def _per_seed(cell: dict) -> str:
+    """`` (per seed, against that seed's bounds: a / b / c %, mean m %)`` for a cell with two or more such seeds."""
+    gaps = list(cell.get("gap_closed_per_seed", {}).values())
+    if len(gaps) < 2:
+        return ""
+    return f" (per seed, against that seed's own bounds: {' / '.join(f'{round(100 * g)}' for g in gaps)} %, mean {round(100 * np.mean(gaps))} %)"
+
+
 def _status(table: dict) -> list[str]:
     """Seeds done and the ≥ 50 % gap goal per direction, computed from the table (never typed in)."""
     lines = []
@@ -541,7 +555,7 @@ def _status(table: dict) -> list[str]:
         best = max(uda, key=uda.get) if uda else None
         seeds = f"{len(missing)} of {len(ROWS)} rows have fewer than {SEEDS_REQUIRED} seeds" if missing else f"all rows have {SEEDS_REQUIRED} seeds"
         verdict = lambda row: f"{row}, {round(100 * uda[row])} % of the gap ({'meets' if uda[row] >= 0.5 else 'does not meet'} the ≥ 50 % goal)"  # noqa: E731
-        declared = f"unsupervised row chosen without target labels: {verdict(BEST_UDA)}" if BEST_UDA in uda else f"{BEST_UDA} (chosen without target labels) not run yet"
+        declared = f"unsupervised row chosen without target labels: {verdict(BEST_UDA)}{_per_seed(cells[BEST_UDA])}" if BEST_UDA in uda else f"{BEST_UDA} (chosen without target labels) not run yet"
         goal = f"{declared}; best unsupervised row on the test labels (optimistic): {verdict(best)}" if best else "no gap can be computed yet"
         lines.append(f"- {name}: {seeds}; {goal}.")
         above = [n for n, c in cells.items() if n != "oracle" and c.get("gap_closed", 0) > 1]

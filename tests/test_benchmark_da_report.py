@@ -52,6 +52,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert table["source_only"]["iou"]["std"] > 0.07  # sample std of 0.35 and 0.45
     text = (out / "da_benchmark.md").read_text()
     assert f"chosen without target labels: {BEST}, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
+    assert "(per seed, against that seed's own bounds: 22 / 0 %, mean 11 %)" in text  # 0.10 / 0.45 and 0.00 / 0.35
     assert f"target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
     assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
