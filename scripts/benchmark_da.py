@@ -156,7 +156,8 @@ ROW_BY_NAME = {row.name: row for row in ROWS}
 # (ema_*) or scale augmentation of the source (scale_aug*; best 0.781), each pre-registered likewise. Object-scale
 # matching on the declared pipeline (scale_match_tent_balanced_consistency, whole-range search, and
 # oriented_scale_match_tent_balanced_consistency) was to replace it if it cost at most 0.01 there
-# (rule fixed before its results): it cost 0.022 (0.874), so it did not.
+# (rule fixed before its results): it cost 0.022 (0.874), so it did not. The FAFB pixel-size
+# correction (4 -> 8 nm) changes only the real pair, so the declaration stands through it.
 BEST_UDA = "tent_balanced_consistency"
 ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
 
