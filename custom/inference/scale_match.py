@@ -1,12 +1,14 @@
 """Object-scale matching: the target pixel size at which a model sees target objects at the size it learnt.
 
-Resampling both domains to the same nanometres per pixel matches the microscopes, not the tissue:
-the same organelle can differ in physical size between tissues (mitochondria of the larval
-Drosophila VNC are several times larger in area than those of the adult fly brain). A CNN trained on
-one size misses much smaller objects and splits or over-segments much larger ones. Without any
-target label, ``match_target_pixel_size`` predicts the unlabelled target at several pixel sizes
-and keeps the one at which the objects it finds have, in model pixels, the typical area of the
-source's labelled objects at the training pixel size (``typical_area``: the area-weighted median).
+Resampling both domains to the same nanometres per pixel matches what the model sees only when the
+pixel sizes are right and the organelles have the same physical size. Neither is guaranteed: the
+FAFB mitochondria crops were first read at FAFB's native 4 nm but are at 8 nm, and the same organelle
+can differ in size between tissues. A CNN trained on one size misses much smaller objects and splits
+or over-segments much larger ones. Without any target label, ``match_target_pixel_size`` predicts
+the unlabelled target at several pixel sizes and keeps the one at which the objects it finds have,
+in model pixels, the typical area of the source's labelled objects at the training pixel size
+(``typical_area``: the area-weighted median). It assumes the target's objects have the source's
+physical size: it repairs a wrong or missing pixel size, and misleads where the tissues truly differ.
 """
 
 from __future__ import annotations
