@@ -264,7 +264,7 @@ class Benchmark:
         out = self.result_path(direction, row, seed)
         if out.exists():
             cached = json.loads(out.read_text())
-            if cached.get("spacing_nm") == self.spacing_nm:
+            if _is_current(cached, mito_pair_spacing_nm()):
                 return cached
             print(f"  {direction}/{row.name}/seed{seed}: cached at other pixel sizes ({cached.get('spacing_nm')}), run again", flush=True)
         start = time.time()
@@ -429,12 +429,17 @@ def _seed_list(seeds: int | tuple) -> tuple:
     return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
 
 
+def _is_current(cell: dict, spacing_nm: dict) -> bool:
+    """Whether a cached cell may be served: synthetic cells always, real-data cells only if made at ``spacing_nm``."""
+    return cell["direction"] not in DIRECTIONS or cell.get("spacing_nm") == spacing_nm
+
+
 def _load(runs_dir: Path) -> list[dict]:
     """The cached cells under ``runs_dir``; a real-data cell made at other domain pixel sizes than the
     data has now is left out (and counted), as ``run`` would run it again."""
     cells = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/*/seed*.json"))]
     spacing_nm = mito_pair_spacing_nm()
-    current = [c for c in cells if c["direction"] not in DIRECTIONS or c.get("spacing_nm") == spacing_nm]
+    current = [c for c in cells if _is_current(c, spacing_nm)]
     if len(current) < len(cells):
         print(f"{len(cells) - len(current)} cached cells under {runs_dir} were made at other domain pixel sizes than {spacing_nm} (nm): left out.")
     return current
@@ -539,7 +544,7 @@ def _choice_line(choice: dict) -> list[str]:
 
 
 def _per_seed(cell: dict) -> str:
-    """`` (per seed, against that seed's bounds: a / b / c %, mean m %)`` for a cell with two or more such seeds."""
+    """`` (per seed, against that seed's own bounds: a / b / c %, mean m %)`` for a cell with two or more such seeds."""
     gaps = list(cell.get("gap_closed_per_seed", {}).values())
     if len(gaps) < 2:
         return ""
