@@ -35,6 +35,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "tent", seed, 0.45, 0.60, 0.60)  # an alignment row: predicted/true 1.0
         _write_run(runs_dir, "class_mmd", seed, 0.42, 0.55, 0.66, start_iou=0.30 + 0.02 * seed)  # 1.2
         _write_run(runs_dir, "scale_match", seed, 0.41, 0.60, 0.60, scale_match=(3.54, 4.2)[seed])
+        _write_run(runs_dir, "ft_100", seed, 0.85, 0.90, 0.90)  # target labels, better than the oracle
         _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
@@ -66,6 +67,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         "false positives 50 % at boundaries, 25 % in false objects (10 % of 40 predicted)." in text
     )
     assert "- VNC → FAFB, scale_match: 3.54, 4.2" in text
+    assert f"ft_100 (with target labels, IoU 0.850) beats the oracle (0.800); taken as the upper bound instead, {BEST} closes 11 % of the gap." in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
 
