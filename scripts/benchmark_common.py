@@ -15,12 +15,25 @@ from custom.utils import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
+DATA_RECORD = "spacing_nm.json"  # in a model folder: the domain pixel sizes its models were trained at
 
 
 def prepare(data_dir: str, out: Path, command: str = "from_dir") -> Path:
     """Run ``prepare_data.py <command> data_dir out`` (it keeps a complete earlier result); return ``out``."""
     subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), command, data_dir, str(out)], check=True)
     return out
+
+
+def check_model_dir(model_dir: Path, spacing_nm: dict) -> None:
+    """Refuse a model folder whose models were trained at other domain pixel sizes than
+    ``spacing_nm`` (or before they were recorded in it): they must never be reused."""
+    record = model_dir / DATA_RECORD
+    if record.exists():
+        recorded = json.loads(record.read_text())
+        if recorded != spacing_nm:
+            raise SystemExit(f"models under {model_dir} were trained with domain pixel sizes {recorded} (nm), the data now has {spacing_nm}: move that folder away or pass another --work-dir.")
+    elif model_dir.exists() and any(model_dir.iterdir()):
+        raise SystemExit(f"{model_dir} holds models of unknown domain pixel sizes (no {DATA_RECORD}): move that folder away or pass another --work-dir.")
 
 
 def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
-from benchmark_common import REPO, RESULTS, chosen, prepare, worker_env, write_result
+from benchmark_common import DATA_RECORD, REPO, RESULTS, check_model_dir, chosen, prepare, worker_env, write_result
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
@@ -42,7 +42,6 @@ DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py repor
 DOCS_END = "<!-- da_benchmark: end -->"
 SEEDS_REQUIRED = 3
 TRAINED_MARKER = "training_complete"  # written in a run folder once its training finished
-DATA_RECORD = "spacing_nm.json"  # in a budget's model folder: the domain pixel sizes its models were trained at
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
 LABEL_STATS = "da_label_stats.json"  # labelled foreground fraction per domain and split, beside the cached runs
@@ -304,18 +303,6 @@ class Benchmark:
         return result
 
 
-def _check_work_dir(work_dir: Path, spacing_nm: dict) -> None:
-    """Refuse a model folder whose models were trained at other domain pixel sizes than
-    ``spacing_nm`` (or before they were recorded in it): they must never be reused."""
-    record = work_dir / DATA_RECORD
-    if record.exists():
-        recorded = json.loads(record.read_text())
-        if recorded != spacing_nm:
-            raise SystemExit(f"models under {work_dir} were trained with domain pixel sizes {recorded} (nm), the data now has {spacing_nm}: move that folder away or pass another --work-dir.")
-    elif work_dir.exists() and any(work_dir.iterdir()):
-        raise SystemExit(f"{work_dir} holds models of unknown domain pixel sizes (no {DATA_RECORD}): move that folder away or pass another --work-dir.")
-
-
 def run(
     data_dir: str = "../shared/data",
     seeds: int | tuple = 3,
@@ -344,7 +331,7 @@ def run(
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     row_list = [ROW_BY_NAME[r] for r in row_names] or list(ROWS)
     spacing_nm = mito_pair_spacing_nm()
-    _check_work_dir(Path(work_dir) / budget, spacing_nm)
+    check_model_dir(Path(work_dir) / budget, spacing_nm)
     prepared = prepare(data_dir, Path(work_dir) / "prepared")
     write_result(Path(work_dir) / budget / DATA_RECORD, spacing_nm)
     write_label_stats(prepared, Path(runs_dir).parent / LABEL_STATS)
@@ -767,7 +754,7 @@ def overlay(
             f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
         )
     path = Path(out) / f"da_overlay_{direction}.png"
-    _check_work_dir(Path(work_dir) / budget, mito_pair_spacing_nm())
+    check_model_dir(Path(work_dir) / budget, mito_pair_spacing_nm())
     checkpoints = {name: last_model(Path(work_dir) / budget, direction, name, seed) for name in rows}
     missing = [name for name, checkpoint in checkpoints.items() if not checkpoint.is_file()]
     if missing:  # a figure without some of its rows would replace a complete one (e.g. in a fresh clone)

@@ -15,7 +15,8 @@ scratch: ``da/oracle.json``); the source model of each seed is the bundle's sour
 Metrics on the FAFB test region (last 33 % along x, never used for choices): mIoU and mDice
 (background and foreground averaged, the bundle's ``miou`` / ``mdice``) and foreground IoU of the
 last checkpoint; mean ± std over
-seeds. Cached per (variant, seed) in ``results/finetune_runs/<budget>/``; ``report`` writes
+seeds. Cached per (variant, seed) in ``results/finetune_runs/<budget>/`` with the domain pixel sizes
+they were made at (cells and models made at others are never reused); ``report`` writes
 ``results/finetune_study.{md,json,png}``.
 """
 
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import REPO, RESULTS, bar_chart, chosen, prepare, worker_env, write_result
+from benchmark_common import DATA_RECORD, REPO, RESULTS, bar_chart, check_model_dir, chosen, prepare, worker_env, write_result
 
+from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
 CONFIGS = REPO / "bundles" / "em_mitochondria" / "configs"
@@ -84,6 +86,7 @@ class Study:
     def __init__(self, data_root: Path, work_dir: Path, runs_dir: Path, budget: str, env: dict) -> None:
         self.data_root, self.work_dir, self.runs_dir = data_root, work_dir / budget, runs_dir
         self.budget_name, self.budget, self.env = budget, BUDGETS[budget], env
+        self.spacing_nm = mito_pair_spacing_nm()
 
     def _common(self, seed: int) -> dict:
         b = self.budget
@@ -108,7 +111,10 @@ class Study:
     def run_one(self, variant: Variant, seed: int) -> dict:
         out = self.runs_dir / variant.name / f"seed{seed}.json"
         if out.exists():
-            return json.loads(out.read_text())
+            cached = json.loads(out.read_text())
+            if cached.get("spacing_nm") == self.spacing_nm:
+                return cached
+            print(f"  {variant.name}/seed{seed}: cached at other domain pixel sizes ({cached.get('spacing_nm')}), run again", flush=True)
         start, root = time.time(), self.work_dir / variant.name / f"seed{seed}"
         overrides = {**self._common(seed), **AUGMENTATION_ON, **variant.overrides}
         if variant.pretrained:
@@ -129,7 +135,7 @@ class Study:
         result = {
             "variant": variant.name, "factor": variant.factor, "value": variant.value, "seed": seed,
             "overrides": {k: v for k, v in overrides.items() if k != "dataset_dir"}, "metrics": metrics,
-            "budget": {"name": self.budget_name, **self.budget}, "wall_s": round(time.time() - start, 1), "commit": git_commit(REPO),
+            "budget": {"name": self.budget_name, **self.budget}, "spacing_nm": self.spacing_nm, "wall_s": round(time.time() - start, 1), "commit": git_commit(REPO),
         }  # fmt: skip
         write_result(out, result)
         print(f"  {variant.name}/seed{seed}: mIoU {result['metrics']['miou']:.3f}, IoU {metrics['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
@@ -150,7 +156,9 @@ def run(
     names = chosen(variants, VARIANT_BY_NAME, "variant(s)")
     work = Path(work_dir)
     runs_dir = work / "quick_results" / "runs" if quick else RESULTS / "finetune_runs" / budget
+    check_model_dir(work / budget, mito_pair_spacing_nm())
     study = Study(prepare(data_dir, work / "prepared") / DIRECTION, work, runs_dir, budget, worker_env(threads))
+    write_result(study.work_dir / DATA_RECORD, study.spacing_nm)
     for seed in range(1 if quick else seeds):
         for name in names:
             study.run_one(VARIANT_BY_NAME[name], seed)
@@ -187,9 +195,13 @@ def _markdown(rows: list[dict], budget: dict) -> str:
 
 def report(runs_dir: str = str(RESULTS / "finetune_runs" / "cpu"), out: str = str(RESULTS)) -> None:
     """Aggregate the cached runs into ``finetune_study.{md,json,png}`` under ``out``."""
-    results = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/seed*.json"))]
+    cached = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/seed*.json"))]
+    spacing_nm = mito_pair_spacing_nm()
+    results = [r for r in cached if r.get("spacing_nm") == spacing_nm]
+    if len(results) < len(cached):
+        print(f"{len(cached) - len(results)} cached runs under {runs_dir} were made at other (or unrecorded) domain pixel sizes than {spacing_nm} (nm): left out.")
     if not results:
-        raise SystemExit(f"no cached runs under {runs_dir}; run `python scripts/finetune_study.py run` first")
+        raise SystemExit(f"no cached runs at the current domain pixel sizes under {runs_dir}; run `python scripts/finetune_study.py run` first")
     rows, budget = summarise(results), results[0]["budget"]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
