@@ -36,6 +36,12 @@ def check_model_dir(model_dir: Path, spacing_nm: dict) -> None:
         raise SystemExit(f"{model_dir} holds models of unknown domain pixel sizes (no {DATA_RECORD}): move that folder away or pass another --work-dir.")
 
 
+def claim_model_dir(model_dir: Path, spacing_nm: dict) -> None:
+    """``check_model_dir``, then record ``spacing_nm`` in ``model_dir`` as the pixel sizes its models are trained at."""
+    check_model_dir(model_dir, spacing_nm)
+    write_result(model_dir / DATA_RECORD, spacing_nm)
+
+
 def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> list[str]:
     """``requested`` (one name or several) as a list, or exit with the names that are known."""
     names = [requested] if isinstance(requested, str) else list(requested)

@@ -30,7 +30,7 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
-from benchmark_common import DATA_RECORD, REPO, RESULTS, check_model_dir, chosen, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
@@ -331,9 +331,8 @@ def run(
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     row_list = [ROW_BY_NAME[r] for r in row_names] or list(ROWS)
     spacing_nm = mito_pair_spacing_nm()
-    check_model_dir(Path(work_dir) / budget, spacing_nm)
+    claim_model_dir(Path(work_dir) / budget, spacing_nm)
     prepared = prepare(data_dir, Path(work_dir) / "prepared")
-    write_result(Path(work_dir) / budget / DATA_RECORD, spacing_nm)
     write_label_stats(prepared, Path(runs_dir).parent / LABEL_STATS)
     bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, device, threads)
     for seed in seed_list:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import DATA_RECORD, REPO, RESULTS, bar_chart, check_model_dir, chosen, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, bar_chart, chosen, claim_model_dir, prepare, worker_env, write_result
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
@@ -156,9 +156,8 @@ def run(
     names = chosen(variants, VARIANT_BY_NAME, "variant(s)")
     work = Path(work_dir)
     runs_dir = work / "quick_results" / "runs" if quick else RESULTS / "finetune_runs" / budget
-    check_model_dir(work / budget, mito_pair_spacing_nm())
+    claim_model_dir(work / budget, mito_pair_spacing_nm())
     study = Study(prepare(data_dir, work / "prepared") / DIRECTION, work, runs_dir, budget, worker_env(threads))
-    write_result(study.work_dir / DATA_RECORD, study.spacing_nm)
     for seed in range(1 if quick else seeds):
         for name in names:
             study.run_one(VARIANT_BY_NAME[name], seed)
