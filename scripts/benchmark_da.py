@@ -75,6 +75,11 @@ class Row:
     pretrained: str | None = None  # row whose last checkpoint initialises this one
     eval_configs: tuple[str, ...] = ()
     train: bool = True  # False: evaluate the ``pretrained`` row's model with ``eval_configs`` only
+    epochs_factor: int = 1  # trains this many times the budget's epochs
+
+    def epochs(self, budget: dict) -> int:
+        """Epochs this row trains for under ``budget``."""
+        return budget["max_epochs"] * self.epochs_factor
 
 
 CONSISTENCY = ("da/self_training.json", "da/consistency.json")  # weak/strong consistency is layered on the mean teacher
@@ -86,7 +91,9 @@ SCALE_MATCH_BOTH = (*SCALE_MATCH, "da/scale_match_both_sides.json")  # every can
 
 ROWS = (
     Row("source_only", "bound"),
-    Row("oracle", "bound", ("da/oracle.json",)),
+    # as many iterations as a row that starts from source-only has in all (source-only's, then its own):
+    # at one budget, the from-scratch oracle fell below fine-tuned and even unsupervised rows
+    Row("oracle", "bound", ("da/oracle.json",), epochs_factor=2),
     Row("histogram_match", "uda", ("da/histogram_match.json",)),
     Row("adabn", "uda", pretrained="source_only", eval_configs=ADABN, train=False),
     Row("tent", "uda", pretrained="source_only", eval_configs=ADABN_TENT, train=False),
@@ -217,10 +224,16 @@ class Benchmark:
         """
         target = row if row.train else ROW_BY_NAME[row.pretrained]
         root = self.run_root(direction, target, seed)
-        if not (root / TRAINED_MARKER).exists():
+        marker, epochs = root / TRAINED_MARKER, target.epochs(self.budget)
+        if not marker.exists():
             self._train(direction, target, seed)
-            with atomic_path(root / TRAINED_MARKER) as tmp:
-                tmp.write_text(git_commit(REPO))
+            with atomic_path(marker) as tmp:
+                tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
+        elif _marked_epochs(marker, self.budget) != epochs:
+            raise SystemExit(
+                f"{root} holds a finished training of {_marked_epochs(marker, self.budget)} epochs, but {target.name} now trains {epochs}: "
+                "move or remove that folder to train it again."
+            )
         return self.last_model(direction, target, seed)
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
@@ -230,7 +243,7 @@ class Benchmark:
             "dataset_dir": str(self.data_root / direction),
             "patch_size": [b["patch"], b["patch"]],
             "batch_size": b["batch_size"],
-            "max_epochs": b["max_epochs"],
+            "max_epochs": row.epochs(b),
             "iterations_per_epoch": b["iterations_per_epoch"],
             "val_interval": b["val_interval"],
             "resume": True,  # an interrupted run continues from its newest training checkpoint
@@ -263,9 +276,10 @@ class Benchmark:
         out = self.result_path(direction, row, seed)
         if out.exists():
             cached = json.loads(out.read_text())
-            if _is_current(cached, mito_pair_spacing_nm()):
+            stale = _stale_reason(cached, mito_pair_spacing_nm())
+            if stale is None:
                 return cached
-            print(f"  {direction}/{row.name}/seed{seed}: cached at other pixel sizes ({cached.get('spacing_nm')}), run again", flush=True)
+            print(f"  {direction}/{row.name}/seed{seed}: cached cell {stale}; run again", flush=True)
         start = time.time()
         last = self._checkpoint(direction, row, seed)
         models = last.parent
@@ -284,6 +298,7 @@ class Benchmark:
             "kind": row.kind,
             "seed": seed,
             "budget": {"name": self.budget_name, **self.budget},
+            "epochs": row.epochs(self.budget) if row.train else None,
             "configs": list(row.configs) + list(row.eval_configs),
             "overrides": row.overrides,
             "pretrained": row.pretrained,
@@ -415,20 +430,39 @@ def _seed_list(seeds: int | tuple) -> tuple:
     return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
 
 
-def _is_current(cell: dict, spacing_nm: dict) -> bool:
-    """Whether a cached cell may be served: synthetic cells always, real-data cells only if made at ``spacing_nm``."""
-    return cell["direction"] not in DIRECTIONS or cell.get("spacing_nm") == spacing_nm
+def _marked_epochs(marker: Path, budget: dict) -> int:
+    """Epochs of the finished training a run folder's marker records (markers from before epochs
+    were recorded hold the commit only: those trainings ran the budget's epochs)."""
+    try:
+        return json.loads(marker.read_text())["epochs"]
+    except (ValueError, KeyError, TypeError):
+        return budget["max_epochs"]
+
+
+def _stale_reason(cell: dict, spacing_nm: dict) -> str | None:
+    """Why a cached cell may not be served (None if it may): a real-data cell made at other domain
+    pixel sizes than ``spacing_nm``, or a cell trained for other epochs than its row trains now
+    (cells from before epochs were recorded trained the budget's)."""
+    if cell["direction"] in DIRECTIONS and cell.get("spacing_nm") != spacing_nm:
+        return f"made at other domain pixel sizes ({cell.get('spacing_nm')} nm)"
+    row = ROW_BY_NAME.get(cell["row"])
+    if row is not None and row.train and "budget" in cell:
+        trained = cell.get("epochs") or cell["budget"]["max_epochs"]
+        if trained != row.epochs(cell["budget"]):
+            return f"trained {trained} epochs, the row now trains {row.epochs(cell['budget'])}"
+    return None
 
 
 def _load(runs_dir: Path) -> list[dict]:
-    """The cached cells under ``runs_dir``; a real-data cell made at other domain pixel sizes than the
-    data has now is left out (and counted), as ``run`` would run it again."""
+    """The cached cells under ``runs_dir`` that ``run`` would serve; the others (other domain pixel
+    sizes, other epochs than the row trains now) are left out and counted, as ``run`` would run them again."""
     cells = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/*/seed*.json"))]
     spacing_nm = mito_pair_spacing_nm()
-    current = [c for c in cells if _is_current(c, spacing_nm)]
-    if len(current) < len(cells):
-        print(f"{len(cells) - len(current)} cached cells under {runs_dir} were made at other domain pixel sizes than {spacing_nm} (nm): left out.")
-    return current
+    reasons = [_stale_reason(c, spacing_nm) for c in cells]
+    stale = [r for r in reasons if r is not None]
+    if stale:
+        print(f"{len(stale)} cached cells under {runs_dir} left out (run would run them again), e.g. {stale[0]}.")
+    return [c for c, r in zip(cells, reasons) if r is None]
 
 
 def _gap_per_seed(iou: dict, low: dict, high: dict) -> dict:
@@ -479,6 +513,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         "of the target volume along x; metrics of the",
         "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
         "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only).",
+        *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
         "",
     ]
     for direction, cells in table.items():

@@ -1,5 +1,7 @@
-"""The DA benchmark report: tables, gap closed and the diagnosis are computed from the cached runs."""
+"""The DA benchmark report: tables, gap closed and the diagnosis are computed from the cached runs,
+which (like finished trainings) are served only while they match what their row runs now."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,12 +15,14 @@ SPACING = mito_pair_spacing_nm()  # cells made at other domain pixel sizes are l
 BEST = "tent_balanced_consistency"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
-def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None, spacing=SPACING):
+def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None, spacing=SPACING, budget=None):
     metrics = {"iou": iou, "dice": 2 * iou / (1 + iou), "precision": precision, "recall": recall}
     path = runs_dir / "cpu" / "vnc_to_fafb" / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     start = {**metrics, "iou": start_iou} if start_iou is not None else None
     run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start, "spacing_nm": spacing}
+    if budget is not None:
+        run["budget"] = budget
     if scale_match is not None:
         run["scale_match"] = {"pixel_size_nm": scale_match, "factor": scale_match / 10.0}
     path.write_text(json.dumps(run))
@@ -37,6 +41,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "scale_match", seed, 0.41, 0.60, 0.60, scale_match=(3.54, 4.2)[seed])
         _write_run(runs_dir, "ft_100", seed, 0.85, 0.90, 0.90)  # target labels, better than the oracle
         _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
+        _write_run(runs_dir, "oracle", seed + 2, 0.50, 0.90, 0.85, budget={"max_epochs": 20})  # trained half as long as the oracle now is
     choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
@@ -49,6 +54,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
 
     table = json.loads((out / "da_benchmark.json").read_text())["table"]["vnc_to_fafb"]
     assert "dann" not in table  # cached at other domain pixel sizes: left out, not mixed in
+    assert table["oracle"]["seeds"] == [0, 1]  # seeds 2 and 3 trained for fewer epochs than the row now trains: left out
     assert table["coral"]["gap_closed"] == pytest.approx(0.55)
     assert table["source_only"]["iou"]["std"] > 0.07  # sample std of 0.35 and 0.45
     text = (out / "da_benchmark.md").read_text()
@@ -93,3 +99,25 @@ def test_run_refuses_models_trained_at_other_pixel_sizes_before_preparing_anythi
     (models / "vnc_to_fafb").mkdir()  # models from before pixel sizes were recorded: refused too
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode != 0 and "holds models of unknown domain pixel sizes" in result.stderr
+
+
+def _benchmark_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))  # as when run as a script: its sibling modules import
+    spec = importlib.util.spec_from_file_location("benchmark_da", REPO_ROOT / "scripts" / "benchmark_da.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "benchmark_da", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_finished_training_of_other_epochs_is_refused_not_reused(tmp_path, monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    bench = bench_da.Benchmark(tmp_path / "data", tmp_path / "work", tmp_path / "runs", "synthetic", "cpu", 1)
+    for name in ("source_only", "oracle"):
+        root = bench.run_root("synthetic", bench_da.ROW_BY_NAME[name], 0)
+        root.mkdir(parents=True)
+        (root / bench_da.TRAINED_MARKER).write_text("0123abcd")  # finished before epochs were recorded: the budget's 6
+    source_only = bench._checkpoint("synthetic", bench_da.ROW_BY_NAME["source_only"], 0)
+    assert source_only == bench.last_model("synthetic", bench_da.ROW_BY_NAME["source_only"], 0)  # its row still trains 6
+    with pytest.raises(SystemExit, match="holds a finished training of 6 epochs, but oracle now trains 12"):
+        bench._checkpoint("synthetic", bench_da.ROW_BY_NAME["oracle"], 0)
