@@ -74,6 +74,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     )
     assert "- VNC → FAFB, scale_match: 3.54, 4.2" in text
     assert f"ft_100 (with target labels, IoU 0.850) beats the oracle (0.800); taken as the upper bound instead, {BEST} closes 11 % of the gap." in text
+    assert "scores below ft_100 by more than its seed spread: it is under-trained here" in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
     assert (out / "da_benchmark.png").stat().st_size > 0
 
@@ -121,3 +122,12 @@ def test_a_finished_training_of_other_epochs_is_refused_not_reused(tmp_path, mon
     assert source_only == bench.last_model("synthetic", bench_da.ROW_BY_NAME["source_only"], 0)  # its row still trains 6
     with pytest.raises(SystemExit, match="holds a finished training of 6 epochs, but oracle now trains 12"):
         bench._checkpoint("synthetic", bench_da.ROW_BY_NAME["oracle"], 0)
+
+
+def test_a_row_above_the_oracle_within_its_seed_spread_is_not_called_a_sign_of_under_training(monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    cell = lambda iou, std, gap: {"n_seeds": 3, "iou": {"mean": iou, "std": std}, "gap_closed": gap}  # noqa: E731
+    table = {"fafb_to_vnc": {"source_only": cell(0.25, 0.1, 0.0), "oracle": cell(0.675, 0.057, 1.0), "ft_100": cell(0.684, 0.006, 1.02)}}
+    text = "\n".join(bench_da._status(table))
+    assert "ft_100 scores above the oracle's mean, within its seed spread (± 0.057)." in text
+    assert "under-trained" not in text
