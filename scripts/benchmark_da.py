@@ -92,7 +92,8 @@ SCALE_MATCH_BOTH = (*SCALE_MATCH, "da/scale_match_both_sides.json")  # every can
 ROWS = (
     Row("source_only", "bound"),
     # as many iterations as a row that starts from source-only has in all (source-only's, then its own):
-    # at one budget, the from-scratch oracle fell below fine-tuned and even unsupervised rows
+    # trained for the budget's epochs only, the from-scratch oracle fell below fine-tuned and even
+    # unsupervised rows FAFB -> VNC (results at 33f22dd)
     Row("oracle", "bound", ("da/oracle.json",), epochs_factor=2),
     Row("histogram_match", "uda", ("da/histogram_match.json",)),
     Row("adabn", "uda", pretrained="source_only", eval_configs=ADABN, train=False),
