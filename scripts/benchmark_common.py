@@ -6,16 +6,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from custom.utils import atomic_path
+from custom.utils import atomic_path, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 DATA_RECORD = "spacing_nm.json"  # in a model folder: the domain pixel sizes its models were trained at
+TRAINED_MARKER = "training_complete"  # in a run folder once its training finished: {"commit", "epochs"}
 
 
 def prepare(data_dir: str, out: Path, command: str = "from_dir") -> Path:
@@ -40,6 +41,28 @@ def claim_model_dir(model_dir: Path, spacing_nm: dict) -> None:
     """``check_model_dir``, then record ``spacing_nm`` in ``model_dir`` as the pixel sizes its models are trained at."""
     check_model_dir(model_dir, spacing_nm)
     write_result(model_dir / DATA_RECORD, spacing_nm)
+
+
+def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], unrecorded_epochs: int | None = None) -> None:
+    """Run ``train`` (``name``'s training of ``epochs`` epochs into ``root``) unless ``root`` holds a
+    finished one, then mark it finished with its epochs.
+
+    ``model_final.pt`` alone proves nothing (MONAI also writes it when training fails), hence the
+    marker. A finished training of other epochs is refused, never reused; a marker from before
+    epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``).
+    """
+    marker = root / TRAINED_MARKER
+    if not marker.exists():
+        train()
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
+        return
+    try:
+        finished = json.loads(marker.read_text())["epochs"]
+    except (ValueError, KeyError, TypeError):  # the commit alone
+        finished = epochs if unrecorded_epochs is None else unrecorded_epochs
+    if finished != epochs:
+        raise SystemExit(f"{root} holds a finished training of {finished} epochs, but {name} now trains {epochs}: move or remove that folder to train it again.")
 
 
 def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> list[str]:

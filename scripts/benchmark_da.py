@@ -30,7 +30,7 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
-from benchmark_common import REPO, RESULTS, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, train_once, worker_env, write_result
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
@@ -41,7 +41,6 @@ DOCS = BUNDLE / "docs" / "README.md"
 DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py report; do not edit by hand) -->"
 DOCS_END = "<!-- da_benchmark: end -->"
 SEEDS_REQUIRED = 3
-TRAINED_MARKER = "training_complete"  # written in a run folder once its training finished
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
 LABEL_STATS = "da_label_stats.json"  # labelled foreground fraction per domain and split, beside the cached runs
@@ -218,23 +217,11 @@ class Benchmark:
         return last_model(self.work_dir, direction, row.name, seed)
 
     def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
-        """The last checkpoint of ``row``, training (or resuming) it first unless its training finished.
-
-        ``model_final.pt`` alone proves nothing (MONAI also writes it when training fails), so a
-        marker written after a successful run says the training is complete.
-        """
+        """The last checkpoint of ``row``, training (or resuming) it first unless its training finished
+        (``train_once``: a finished training of other epochs than the row's is refused)."""
         target = row if row.train else ROW_BY_NAME[row.pretrained]
-        root = self.run_root(direction, target, seed)
-        marker, epochs = root / TRAINED_MARKER, target.epochs(self.budget)
-        if not marker.exists():
-            self._train(direction, target, seed)
-            with atomic_path(marker) as tmp:
-                tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
-        elif _marked_epochs(marker, self.budget) != epochs:
-            raise SystemExit(
-                f"{root} holds a finished training of {_marked_epochs(marker, self.budget)} epochs, but {target.name} now trains {epochs}: "
-                "move or remove that folder to train it again."
-            )
+        train = lambda: self._train(direction, target, seed)  # noqa: E731
+        train_once(self.run_root(direction, target, seed), target.name, target.epochs(self.budget), train, unrecorded_epochs=self.budget["max_epochs"])
         return self.last_model(direction, target, seed)
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
@@ -429,15 +416,6 @@ def _scale_match_choice(path: Path) -> dict | None:
 def _seed_list(seeds: int | tuple) -> tuple:
     """``seeds`` as given on the command line (a count 0..n-1 or the seeds themselves) as a tuple."""
     return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
-
-
-def _marked_epochs(marker: Path, budget: dict) -> int:
-    """Epochs of the finished training a run folder's marker records (markers from before epochs
-    were recorded hold the commit only: those trainings ran the budget's epochs)."""
-    try:
-        return json.loads(marker.read_text())["epochs"]
-    except (ValueError, KeyError, TypeError):
-        return budget["max_epochs"]
 
 
 def _stale_reason(cell: dict, spacing_nm: dict) -> str | None:

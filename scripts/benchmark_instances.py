@@ -23,7 +23,7 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import REPO, RESULTS, bar_chart, chosen, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, bar_chart, chosen, prepare, train_once, worker_env, write_result
 
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
@@ -45,15 +45,16 @@ def run_one(data_root: Path, root: Path, result_path: Path, dataset: str, seed: 
         return json.loads(result_path.read_text())
     b, start = BUDGETS[budget], time.time()
     patch = [b["patch"], b["patch"]]
-    if not (root / "training_complete").exists():
+
+    def train() -> None:
         print(f"  train {dataset}/seed{seed}", flush=True)
         run_bundle_logged(
             [CONFIGS / "train.json"], root, root / "logs" / "train.log", env=env, dataset_dir=str(data_root), seed=seed, patch_size=patch,
             batch_size=b["batch_size"], max_epochs=b["max_epochs"], iterations_per_epoch=b["iterations_per_epoch"],
             val_interval=b["val_interval"], resume=True,
         )
-        with atomic_path(root / "training_complete", overwrite=True) as tmp:
-            tmp.write_text(git_commit(REPO))
+
+    train_once(root, dataset, b["max_epochs"], train)
     metrics = {}
     for method in METHODS:
         eval_dir = root / f"eval_{method}"

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import fire
 import numpy as np
-from benchmark_common import REPO, RESULTS, bar_chart, chosen, claim_model_dir, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, bar_chart, chosen, claim_model_dir, prepare, train_once, worker_env, write_result
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit, run_bundle_logged
 
 CONFIGS = REPO / "bundles" / "em_mitochondria" / "configs"
 DIRECTION = "vnc_to_fafb"
-TRAINED_MARKER = "training_complete"
 BUDGETS = {
     # pixel size (nm), square patch, batch; source pre-training and fine-tuning lengths (epochs x iterations)
     "cpu": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 4, "source_epochs": 20, "ft_epochs": 10, "iterations_per_epoch": 20},
@@ -93,15 +92,16 @@ class Study:
         return {"dataset_dir": str(self.data_root), "pixel_size_nm": b["pixel_size_nm"], "seed": seed}
 
     def _train(self, root: Path, configs: list[Path], epochs: int, overrides: dict) -> Path:
-        """Train once (resuming an interrupted run); return the last checkpoint."""
-        if not (root / TRAINED_MARKER).exists():
-            b = self.budget
+        """Train once (resuming an interrupted run; ``train_once``); return the last checkpoint."""
+        b = self.budget
+
+        def train() -> None:
             run_bundle_logged(
                 configs, root, root / "logs" / "train.log", env=self.env, patch_size=[b["patch"]] * 2, batch_size=b["batch_size"],
                 max_epochs=epochs, iterations_per_epoch=b["iterations_per_epoch"], val_interval=epochs, resume=True, **overrides,
             )
-            with atomic_path(root / TRAINED_MARKER) as tmp:
-                tmp.write_text(git_commit(REPO))
+
+        train_once(root, root.parent.name, epochs, train)
         return root / "models" / "model_final.pt"
 
     def source_model(self, seed: int) -> Path:
