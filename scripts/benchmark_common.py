@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 DATA_RECORD = "spacing_nm.json"  # in a model folder: the domain pixel sizes its models were trained at
 TRAINED_MARKER = "training_complete"  # in a run folder once its training finished: {"commit", "epochs"}
+TRAINING_LOCK = ".training.lock"  # in a run folder while a process trains there
 
 
 def prepare(data_dir: str, out: Path, command: str = "from_dir") -> Path:
@@ -49,14 +51,22 @@ def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], un
 
     ``model_final.pt`` alone proves nothing (MONAI also writes it when training fails), hence the
     marker. A finished training of other epochs is refused, never reused; a marker from before
-    epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``).
+    epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``). While it trains, a
+    lock in ``root`` makes a second process that asks for the same training exit with the folder named.
     """
     marker = root / TRAINED_MARKER
     if not marker.exists():
-        train()
-        with atomic_path(marker) as tmp:
-            tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
-        return
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / TRAINING_LOCK, "w") as lock:
+            try:  # two processes resuming the same run would delete each other's checkpoints
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SystemExit(f"{root}: another process is training {name} there now; run other rows or seeds in parallel, never the same one.") from None
+            if not marker.exists():  # another process may have finished it since the first look
+                train()
+                with atomic_path(marker) as tmp:
+                    tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
+                return
     try:
         finished = json.loads(marker.read_text())["epochs"]
     except (ValueError, KeyError, TypeError):  # the commit alone

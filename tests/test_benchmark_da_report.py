@@ -131,3 +131,20 @@ def test_a_row_above_the_oracle_within_its_seed_spread_is_not_called_a_sign_of_u
     text = "\n".join(bench_da._status(table))
     assert "ft_100 scores above the oracle's mean, within its seed spread (± 0.057)." in text
     assert "under-trained" not in text
+
+
+def test_a_training_another_process_holds_is_refused_not_joined(tmp_path, monkeypatch):
+    import fcntl
+
+    _benchmark_module(monkeypatch)
+    common = sys.modules["benchmark_common"]  # imported by the script, as when it runs
+    root, trained = tmp_path / "run", []
+    root.mkdir()
+    with open(root / common.TRAINING_LOCK, "w") as held:  # as a second process training there would hold it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another process is training source_only there now"):
+            common.train_once(root, "source_only", 6, lambda: trained.append(1))
+    assert trained == [] and not (root / common.TRAINED_MARKER).exists()
+    common.train_once(root, "source_only", 6, lambda: trained.append(1))  # released: it trains, once
+    common.train_once(root, "source_only", 6, lambda: trained.append(1))
+    assert trained == [1] and json.loads((root / common.TRAINED_MARKER).read_text())["epochs"] == 6
