@@ -42,7 +42,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "ft_100", seed, 0.85, 0.90, 0.90)  # target labels, better than the oracle
         _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
         _write_run(runs_dir, "oracle", seed + 2, 0.50, 0.90, 0.85, budget={"max_epochs": 20})  # trained half as long as the oracle now is
-    choice = {"seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
+    choice = {"budget": {"name": "development", "max_epochs": 20, "iterations_per_epoch": 20}, "seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
     breakdown = {"fn_missed_objects": 0.75, "fn_boundary": 0.2, "fp_boundary": 0.5, "fp_false_objects": 0.25, "missed_objects": 0.4, "false_objects": 0.1}
@@ -60,7 +60,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     text = (out / "da_benchmark.md").read_text()
     assert f"chosen without target labels: {BEST}, 12 % of the gap (does not meet the ≥ 50 % goal)" in text
     assert "(per seed, against that seed's own bounds: 22 / 0 %, mean 11 %)" in text  # 0.10 / 0.45 and 0.00 / 0.35
-    assert f"target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
+    assert f"budget development: 20 × 20 iterations, seeds [0]), target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
+    assert "Exploratory rows (*, 1; not candidates for the label-free choice): best on the test labels (optimistic) class_mmd, 5 % of the gap over 2 seed(s)." in text
+    assert "| class_mmd | uda* | 2 |" in text and "all rows have" not in text
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
     assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
