@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from custom.data import SOURCE_MICROSCOPE, TARGET_MICROSCOPE, load_datalist, read_volume, synthesize_volume
 
@@ -45,3 +46,15 @@ def test_dataset_layout_and_splits(synthetic_dir):
     assert train.shape[-1] + test_image.shape[-1] == whole.shape[-1]
     np.testing.assert_array_equal(test_image, whole[..., -test_image.shape[-1]:])
     assert "label" in source and read_volume(source["label"])[0].any()
+
+
+def test_a_milder_shift_interpolates_the_microscopes_and_gets_its_own_dataset(tmp_path):
+    from custom.data import ensure_synthetic_dataset, shifted_target
+
+    assert shifted_target(1.0) == TARGET_MICROSCOPE and shifted_target(0.0) == SOURCE_MICROSCOPE
+    half = shifted_target(0.5)
+    assert half.pixel_size_nm == 5.75 and half.contrast == (SOURCE_MICROSCOPE.contrast + TARGET_MICROSCOPE.contrast) / 2
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        shifted_target(1.5)
+    root = ensure_synthetic_dataset(tmp_path / "pair", n_sections=1, extent_nm=500.0, shift=0.5)
+    assert read_volume(load_datalist(root, "target_volumes")[0]["image"])[1] == (40.0, 5.75, 5.75)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,15 @@ class Microscope:
 SOURCE_MICROSCOPE = Microscope(pixel_size_nm=5.0, contrast=1.0, brightness=0.0, gamma=1.0, noise=0.04, blur_nm=4.0)
 TARGET_MICROSCOPE = Microscope(pixel_size_nm=6.5, contrast=0.55, brightness=0.12, gamma=1.6, noise=0.12, blur_nm=11.0)
 STRUCTURES = ("mitochondria", "membranes")
+
+
+def shifted_target(strength: float) -> Microscope:
+    """``TARGET_MICROSCOPE`` moved towards ``SOURCE_MICROSCOPE``: every imaging parameter interpolated
+    linearly, ``strength`` 1 = the target microscope, 0 = the source one (a milder domain shift)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"shift strength must lie in [0, 1], got {strength}.")
+    values = {f.name: (1 - strength) * getattr(SOURCE_MICROSCOPE, f.name) + strength * getattr(TARGET_MICROSCOPE, f.name) for f in fields(Microscope)}
+    return Microscope(**values)
 # Width (nm) of the dark membrane band between cells. In the membrane data set, labelled area /
 # skeleton length is ~40 nm, as in the membrane annotations of Drosophila VNC stack 1 (38-40 nm by
 # the same measure); the mitochondria scene keeps the thin band its documented results were measured on.
@@ -138,12 +147,12 @@ def synthesize_volume(
 
 
 def ensure_synthetic_dataset(
-    root: str | os.PathLike, n_sections: int = 6, extent_nm: float = 1600.0, seed: int = 0, structure: str = "mitochondria"
+    root: str | os.PathLike, n_sections: int = 6, extent_nm: float = 1600.0, seed: int = 0, structure: str = "mitochondria", shift: float = 1.0
 ) -> str:
     """Create a synthetic source/target pair in the prepared-dataset layout; return its folder.
 
     The source is imaged with ``SOURCE_MICROSCOPE``, the target (a different scene) with
-    ``TARGET_MICROSCOPE``. Regions and the datalist follow ``custom.data.datalist``, so the bundle
+    ``TARGET_MICROSCOPE``, or with ``shifted_target(shift)`` for ``shift`` < 1. Regions and the datalist follow ``custom.data.datalist``, so the bundle
     treats it exactly like prepared real data; the labels are those of ``structure``. A complete
     earlier output is reused only if it was made with the same parameters (``synthetic.json``,
     written last); otherwise, e.g. another structure in the same folder, it is generated again.
@@ -153,6 +162,7 @@ def ensure_synthetic_dataset(
     from .datalist import write_direction_datalist, write_domain
 
     root = Path(root)
+    target = TARGET_MICROSCOPE if shift == 1.0 else shifted_target(shift)
     spec = {
         "structure": structure,
         "n_sections": n_sections,
@@ -160,12 +170,12 @@ def ensure_synthetic_dataset(
         "seed": seed,
         "membrane_nm": _membrane_width(structure),
         "source": asdict(SOURCE_MICROSCOPE),
-        "target": asdict(TARGET_MICROSCOPE),
+        "target": asdict(target),
     }
     spec_path = root / "synthetic.json"
     if (root / "datalist.json").exists() and spec_path.exists() and json.loads(spec_path.read_text()) == spec:
         return str(root)
-    for name, microscope, offset in (("source", SOURCE_MICROSCOPE, 0), ("target", TARGET_MICROSCOPE, 1)):
+    for name, microscope, offset in (("source", SOURCE_MICROSCOPE, 0), ("target", target, 1)):
         image, label, spacing = synthesize_volume(microscope, n_sections, extent_nm, seed + offset, structure)
         write_domain(root / "volumes" / name, image, label, spacing, overwrite=True)
     write_direction_datalist(root, root / "volumes" / "source", root / "volumes" / "target", name=f"synthetic_{structure}")
