@@ -794,7 +794,7 @@ def overlay(
     """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth,
     and ``da_errors_<direction>.json``: where each drawn model's errors lie (``error_breakdown``).
 
-    Default rows: source-only, the trained UDA row with the best mean target-test IoU (chosen on
+    Default rows: source-only, the trained (not exploratory) UDA row with the best mean target-test IoU (chosen on
     test labels, so the figure illustrates, it does not select) and the oracle. Models are drawn as
     trained: rows that adapt at test time (``eval_configs``, e.g. AdaBN) are not drawn. Needs every
     row's model under ``work_dir`` (they are not committed; if one is missing the existing figure is
@@ -808,7 +808,7 @@ def overlay(
 
     table = summarise(_load(Path(runs_dir) / budget)).get(direction, {})
     if not rows:
-        uda = [n for n in table if ROW_BY_NAME[n].kind == "uda" and ROW_BY_NAME[n].train and not ROW_BY_NAME[n].eval_configs]
+        uda = [n for n in table if ROW_BY_NAME[n].kind == "uda" and ROW_BY_NAME[n].train and not (ROW_BY_NAME[n].eval_configs or ROW_BY_NAME[n].exploratory)]
         rows = ("source_only", max(uda, key=lambda n: table[n]["iou"]["mean"]), "oracle") if uda else ("source_only", "oracle")
     rows = (rows,) if isinstance(rows, str) else tuple(rows)
     adapted = [n for n in rows if ROW_BY_NAME[n].eval_configs]
