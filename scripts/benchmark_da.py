@@ -60,6 +60,7 @@ BUDGETS = {
 BUDGETS["development"] = {**BUDGETS["cpu"], "pixel_size_nm": BUDGETS["synthetic"]["pixel_size_nm"]}
 SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which label-free choices are made
 SYNTHETIC_BUDGETS = ("synthetic", "development")  # budgets run on the synthetic pair, not on real data
+DEVELOPMENT_SHIFT = 0.75  # the development pair's target microscope (shifted_target), fixed by the calibration of 28f3b72
 CHOICE = "da_synthetic_choice.json"
 SCALE_MATCH_FILE = "scale_match.json"  # written into a scale-matching row's eval folder
 ERRORS = "da_errors_{direction}.json"  # where the overlay's models err (written by ``overlay``)
@@ -375,7 +376,7 @@ def choose(
     seeds: int | tuple = 1,
     rows: str | tuple = (),
     budget: str = "development",
-    shift: float = 1.0,
+    shift: float = DEVELOPMENT_SHIFT,
     threads: int = 2,
     work_dir: str = "runs/benchmark_da",
     runs_dir: str = str(RESULTS / "runs"),
@@ -385,7 +386,8 @@ def choose(
 
     Same bundle path and caching as ``run``; ``budget``: ``development`` (the CPU budget's 400
     iterations of 4 × 128² patches) or ``synthetic`` (the demo's 150); ``shift``: the target
-    microscope's strength (``custom.data.shifted_target``; 1 = the demo's pair). Writes
+    microscope's strength (``custom.data.shifted_target``; 1 = the demo's pair, default the
+    development pair's). Writes
     ``results/da_synthetic_choice.json`` with target-test IoU per row.
     ``rows``: by default source-only and every unsupervised row of ``ROWS`` but the exploratory ones.
     """

@@ -35,6 +35,11 @@ SOURCE_MICROSCOPE = Microscope(pixel_size_nm=5.0, contrast=1.0, brightness=0.0, 
 TARGET_MICROSCOPE = Microscope(pixel_size_nm=6.5, contrast=0.55, brightness=0.12, gamma=1.6, noise=0.12, blur_nm=11.0)
 STRUCTURES = ("mitochondria", "membranes")
 
+# Width (nm) of the dark membrane band between cells. In the membrane data set, labelled area /
+# skeleton length is ~40 nm, as in the membrane annotations of Drosophila VNC stack 1 (38-40 nm by
+# the same measure); the mitochondria scene keeps the thin band its documented results were measured on.
+MEMBRANE_NM = {"mitochondria": 9.0, "membranes": 22.0}
+
 
 def shifted_target(strength: float) -> Microscope:
     """``TARGET_MICROSCOPE`` moved towards ``SOURCE_MICROSCOPE``: every imaging parameter interpolated
@@ -43,10 +48,6 @@ def shifted_target(strength: float) -> Microscope:
         raise ValueError(f"shift strength must lie in [0, 1], got {strength}.")
     values = {f.name: (1 - strength) * getattr(SOURCE_MICROSCOPE, f.name) + strength * getattr(TARGET_MICROSCOPE, f.name) for f in fields(Microscope)}
     return Microscope(**values)
-# Width (nm) of the dark membrane band between cells. In the membrane data set, labelled area /
-# skeleton length is ~40 nm, as in the membrane annotations of Drosophila VNC stack 1 (38-40 nm by
-# the same measure); the mitochondria scene keeps the thin band its documented results were measured on.
-MEMBRANE_NM = {"mitochondria": 9.0, "membranes": 22.0}
 
 
 def _membrane_width(structure: str) -> float:
@@ -152,17 +153,18 @@ def ensure_synthetic_dataset(
     """Create a synthetic source/target pair in the prepared-dataset layout; return its folder.
 
     The source is imaged with ``SOURCE_MICROSCOPE``, the target (a different scene) with
-    ``TARGET_MICROSCOPE``, or with ``shifted_target(shift)`` for ``shift`` < 1. Regions and the datalist follow ``custom.data.datalist``, so the bundle
-    treats it exactly like prepared real data; the labels are those of ``structure``. A complete
-    earlier output is reused only if it was made with the same parameters (``synthetic.json``,
-    written last); otherwise, e.g. another structure in the same folder, it is generated again.
+    ``shifted_target(shift)`` (``TARGET_MICROSCOPE`` at the default 1). Regions and the datalist
+    follow ``custom.data.datalist``, so the bundle treats it exactly like prepared real data; the
+    labels are those of ``structure``. A complete earlier output is reused only if it was made with
+    the same parameters (``synthetic.json``, written last); otherwise, e.g. another structure in the
+    same folder, it is generated again.
     """
     from custom.utils import atomic_path
 
     from .datalist import write_direction_datalist, write_domain
 
     root = Path(root)
-    target = TARGET_MICROSCOPE if shift == 1.0 else shifted_target(shift)
+    target = shifted_target(shift)
     spec = {
         "structure": structure,
         "n_sections": n_sections,
