@@ -350,6 +350,8 @@ def run(
     (by default every row but the exploratory ones, which run only when named here);
     ``quick``: the ``quick`` budget, one seed, one direction unless given, results under ``work_dir`` (not the committed cache).
     """
+    if budget in SYNTHETIC_BUDGETS:
+        raise SystemExit(f"budget {budget!r} trains on the synthetic pair: use `choose --budget {budget}`; real-data budgets: cpu, gpu, quick.")
     if quick:
         budget, seeds, runs_dir = "quick", (0,), str(Path(work_dir) / "quick_results")
         directions = directions if directions != DIRECTIONS else DIRECTIONS[:1]

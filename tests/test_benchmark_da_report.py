@@ -98,6 +98,8 @@ def test_run_refuses_models_trained_at_other_pixel_sizes_before_preparing_anythi
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode != 0 and "were trained with domain pixel sizes" in result.stderr and "--work-dir" in result.stderr
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["cpu"]  # nothing prepared, nothing trained
+    synthetic = subprocess.run([*cmd, "--budget=development"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert synthetic.returncode != 0 and "use `choose --budget development`" in synthetic.stderr  # a synthetic-pair budget
     (models / "spacing_nm.json").unlink()
     (models / "vnc_to_fafb").mkdir()  # models from before pixel sizes were recorded: refused too
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
