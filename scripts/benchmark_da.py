@@ -780,7 +780,8 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
     errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
     text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
-    for suffix, content in (("md", text), ("json", json.dumps({"budget": {"name": budget, **BUDGETS[budget]}, "table": table}, indent=1))):
+    summary = {"budget": {"name": budget, **BUDGETS[budget]}, "declared_uda": BEST_UDA, "exploratory_rows": [r.name for r in ROWS if r.exploratory], "table": table}
+    for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
             tmp.write_text(content)
     _bar_chart(table, out_dir / "da_benchmark.png")

@@ -52,7 +52,9 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
 
-    table = json.loads((out / "da_benchmark.json").read_text())["table"]["vnc_to_fafb"]
+    summary = json.loads((out / "da_benchmark.json").read_text())
+    assert summary["declared_uda"] == BEST and "class_mmd" in summary["exploratory_rows"] and "coral" not in summary["exploratory_rows"]
+    table = summary["table"]["vnc_to_fafb"]
     assert "dann" not in table  # cached at other domain pixel sizes: left out, not mixed in
     assert table["oracle"]["seeds"] == [0, 1]  # seeds 2 and 3 trained for fewer epochs than the row now trains: left out
     assert table["coral"]["gap_closed"] == pytest.approx(0.55)
