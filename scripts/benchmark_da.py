@@ -152,6 +152,7 @@ ROWS = (
     Row("ynet_ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0, "freeze_encoder": True}, pretrained="ynet"),
 )
 ROW_BY_NAME = {row.name: row for row in ROWS}
+MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default grid, whose seeds the goal counts
 # "Best UDA" is chosen on the synthetic pair, never on real target labels (``choose``,
 # results/da_synthetic_choice.json). History: self-training on CORAL first; then domain
 # randomisation + self-training, declared before any real result of it existed; then TENT
@@ -351,7 +352,8 @@ def run(
     ``quick``: the ``quick`` budget, one seed, one direction unless given, results under ``work_dir`` (not the committed cache).
     """
     if budget in SYNTHETIC_BUDGETS:
-        raise SystemExit(f"budget {budget!r} trains on the synthetic pair: use `choose --budget {budget}`; real-data budgets: cpu, gpu, quick.")
+        real = ", ".join(b for b in BUDGETS if b not in SYNTHETIC_BUDGETS)
+        raise SystemExit(f"budget {budget!r} trains on the synthetic pair: use `choose --budget {budget}`; real-data budgets: {real}.")
     if quick:
         budget, seeds, runs_dir = "quick", (0,), str(Path(work_dir) / "quick_results")
         directions = directions if directions != DIRECTIONS else DIRECTIONS[:1]
@@ -361,7 +363,7 @@ def run(
     for name, known in [*((r, ROW_BY_NAME) for r in row_names), *((d, DIRECTIONS) for d in direction_list)]:
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
-    row_list = [ROW_BY_NAME[r] for r in row_names] or [r for r in ROWS if not r.exploratory]
+    row_list = [ROW_BY_NAME[r] for r in row_names] or list(MAIN_ROWS)
     spacing_nm = mito_pair_spacing_nm()
     claim_model_dir(Path(work_dir) / budget, spacing_nm)
     prepared = prepare(data_dir, Path(work_dir) / "prepared")
@@ -405,7 +407,7 @@ def choose(
     ensure_synthetic_dataset(data_root / pair, shift=shift)
     bench = Benchmark(data_root, Path(work_dir), Path(runs_dir), budget, "cpu", threads)
     seed_list = _seed_list(seeds)
-    unsupervised = [r.name for r in ROWS if (r.kind == "uda" and not r.exploratory) or r.name == "source_only"]
+    unsupervised = [r.name for r in MAIN_ROWS if r.kind == "uda" or r.name == "source_only"]
     row_list = [ROW_BY_NAME[name] for name in chosen(rows or unsupervised, unsupervised, "rows")]
     ious = {row.name: [bench.run_one(pair, row, seed)["metrics_last"]["iou"] for seed in seed_list] for row in row_list}
     uda = [name for name in ious if ROW_BY_NAME[name].kind == "uda"]
@@ -598,9 +600,9 @@ def _per_seed(cell: dict) -> str:
 def _status(table: dict) -> list[str]:
     """Seeds done and the ≥ 50 % gap goal per direction, computed from the table (never typed in)."""
     lines = []
+    main = [r.name for r in MAIN_ROWS]
     for direction, cells in table.items():
         name = _direction_title(direction)
-        main = [r.name for r in ROWS if not r.exploratory]
         missing = [n for n in main if cells.get(n, {}).get("n_seeds", 0) < SEEDS_REQUIRED]
         gaps = {n: c["gap_closed"] for n, c in cells.items() if ROW_BY_NAME[n].kind == "uda" and "gap_closed" in c}
         uda = {n: g for n, g in gaps.items() if n in main}
