@@ -409,13 +409,18 @@ def choose(
     seed_list = _seed_list(seeds)
     unsupervised = [r.name for r in MAIN_ROWS if r.kind == "uda" or r.name == "source_only"]
     row_list = [ROW_BY_NAME[name] for name in chosen(rows or unsupervised, unsupervised, "rows")]
-    ious = {row.name: [bench.run_one(pair, row, seed)["metrics_last"]["iou"] for seed in seed_list] for row in row_list}
+    metrics = {row.name: [bench.run_one(pair, row, seed)["metrics_last"] for seed in seed_list] for row in row_list}
+    ious = {name: [m["iou"] for m in runs] for name, runs in metrics.items()}
     uda = [name for name in ious if ROW_BY_NAME[name].kind == "uda"]
     result = {
         "budget": {"name": budget, **BUDGETS[budget]},
         "shift": shift,
         "seeds": list(seed_list),
         "target_test_iou": {name: {"mean": float(np.mean(v)), "per_seed": v} for name, v in ious.items()},
+        # under- or over-segmentation of the synthetic target, to set beside the real pairs' (report)
+        "target_test_predicted_to_true_foreground": {
+            name: predicted_to_true_foreground(np.mean([m["precision"] for m in runs]), np.mean([m["recall"] for m in runs])) for name, runs in metrics.items()
+        },
         "best_uda": max(uda, key=lambda n: np.mean(ious[n])) if uda else None,
     }
     write_result(Path(runs_dir).parent / CHOICE, result)
@@ -451,6 +456,11 @@ def _scale_match_choice(path: Path) -> dict | None:
         return None
     match = json.loads(path.read_text())
     return {"pixel_size_nm": match["pixel_size_nm"], "factor": match["factor"]}
+
+
+def predicted_to_true_foreground(precision: float, recall: float) -> float:
+    """Predicted / true foreground pixels (= recall / precision): below 1 a model under-segments, above 1 over-segments."""
+    return float(recall / max(precision, 1e-9))
 
 
 def _seed_list(seeds: int | tuple) -> tuple:
@@ -546,6 +556,9 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
             lines.append(f"| {name} | {kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | {c['iou_source_val_selected']:.3f} | {gap} |")
         lines.append("")
     lines += ["## Status", ""] + _status(table) + _choice_line(choice) + [""]
+    disagreement = _disagreement_lines(table, choice, label_stats)
+    if disagreement:
+        lines += ["## Why the label-free choice and the test labels disagree", ""] + disagreement + [""]
     lines += ["## Why unsupervised rows fall below source-only", ""] + _diagnosis(table, label_stats) + [""]
     if errors:
         lines += [
@@ -587,6 +600,48 @@ def _choice_line(choice: dict) -> list[str]:
     length = f"{b['max_epochs']} × {b['iterations_per_epoch']} iterations"
     pair = f"synthetic pair, target microscope at shift {choice['shift']:g}" if choice.get("shift", 1.0) != 1.0 else "synthetic pair"
     return [f"- Label-free choice (`choose`, {pair}, budget {b['name']}: {length}, seeds {choice['seeds']}), target-test IoU: {ious}; best {choice['best_uda']}, {agree}."]
+
+
+def _disagreement_lines(table: dict, choice: dict, label_stats: dict) -> list[str]:
+    """Predicted / true foreground of source-only, the declared row and each direction's best main
+    unsupervised row on the test labels, on the pair the choice was made on and on the real pairs:
+    whether source-only under- or over-segments each target, and which way each row moves it."""
+    pair = choice.get("target_test_predicted_to_true_foreground", {})
+    if "source_only" not in pair or not all("source_only" in cells for cells in table.values()):
+        return []
+    ratio = lambda c: predicted_to_true_foreground(c["precision"]["mean"], c["recall"]["mean"])  # noqa: E731
+    best = {d: max((r.name for r in MAIN_ROWS if r.kind == "uda" and r.name in cells), key=lambda n: cells[n]["iou"]["mean"]) for d, cells in table.items()}
+    notes = {"source_only": "", BEST_UDA: " (declared)"}
+    for direction, name in best.items():
+        notes[name] = notes.get(name, "") + f" (best on test labels {_direction_title(direction)})"
+    cell = lambda value, iou: f"{value:.2f} (IoU {iou:.3f})" if value is not None else "–"  # noqa: E731
+    lines = [
+        "Predicted / true foreground on the target test region (recall / precision; below 1 the model under-segments, "
+        "above 1 it over-segments), on the synthetic pair the label-free choice is made on and on the real pairs:",
+        "",
+        f"| row | synthetic pair | {' | '.join(_direction_title(d) for d in table)} |",
+        "|---|---|" + "---|" * len(table),
+    ]
+    for name, note in notes.items():
+        dev = cell(pair.get(name), choice["target_test_iou"][name]["mean"]) if name in pair else "–"
+        real = [cell(ratio(cells[name]), cells[name]["iou"]["mean"]) if name in cells else "–" for cells in table.values()]
+        lines.append(f"| {name}{note} | {dev} | {' | '.join(real)} |")
+    low = {d: ratio(cells["source_only"]) for d, cells in table.items()}
+    side = lambda r: "under-segments" if r < 1 else "over-segments"  # noqa: E731
+    lines += ["", f"- Source-only {side(pair['source_only'])} the synthetic target ({pair['source_only']:.2f}); " + "; ".join(f"{_direction_title(d)} it {side(r)} ({r:.2f})" for d, r in low.items()) + "."]
+    opposite = [d for d, r in low.items() if (r < 1) != (pair["source_only"] < 1)]
+    fix = lambda r: "add the foreground source-only misses" if r < 1 else "remove its false foreground"  # noqa: E731
+    if opposite:
+        shares = "; ".join(f"{_direction_title(d)}: {100 * s['training']:.1f} % source, {100 * s['target_training']:.1f} % target" for d, s in label_stats.items())
+        lines.append(
+            f"- On {', '.join(_direction_title(d) for d in opposite)} source-only errs the other way than on the synthetic pair, so "
+            f"a ranking there rewards the opposite correction: rows that {fix(pair['source_only'])}, where this target needs rows "
+            f"that {fix(low[opposite[0]])}. Which way a new target errs is the ratio above, "
+            "and its denominator, the target's true foreground, is what target labels would give"
+            + (f" (labelled foreground of the training regions, {shares})" if shares else "")
+            + ": the unlabelled target alone does not tell, so a choice made on a pair that errs one way can mislead on a target that errs the other."
+        )
+    return lines
 
 
 def _per_seed(cell: dict) -> str:
@@ -663,7 +718,7 @@ def _diagnosis(table: dict, label_stats: dict) -> list[str]:
         if not below:
             lines.append(f"- {name}: every unsupervised row scores at least source-only.")
             continue
-        ratio = lambda c: c["recall"]["mean"] / max(c["precision"]["mean"], 1e-9)  # noqa: E731  predicted / true foreground
+        ratio = lambda c: predicted_to_true_foreground(c["precision"]["mean"], c["recall"]["mean"])  # noqa: E731
         shifts = ", ".join(f"{n} (IoU {c['iou']['mean'] - low['iou']['mean']:+.3f}, predicted/true foreground {ratio(c):.2f})" for n, c in below.items())
         n_uda = sum(ROW_BY_NAME[n].kind == "uda" for n in cells)
         lines.append(f"- {name}: {len(below)} of {n_uda} unsupervised rows below source-only (predicted/true foreground {ratio(low):.2f}): {shifts}.")

@@ -43,6 +43,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
         _write_run(runs_dir, "oracle", seed + 2, 0.50, 0.90, 0.85, budget={"max_epochs": 20})  # trained half as long as the oracle now is
     choice = {"budget": {"name": "development", "max_epochs": 20, "iterations_per_epoch": 20}, "seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
+    choice["target_test_predicted_to_true_foreground"] = {"source_only": 0.4, BEST: 1.0}  # source-only under-segments the synthetic target
     (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
     (tmp_path / "da_label_stats.json").write_text(json.dumps({"vnc_to_fafb": {"training": 0.05, "target_training": 0.10}}))
     breakdown = {"fn_missed_objects": 0.75, "fn_boundary": 0.2, "fp_boundary": 0.5, "fp_false_objects": 0.25, "missed_objects": 0.4, "false_objects": 0.1}
@@ -80,6 +81,12 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert f"ft_100 (with target labels, IoU 0.850) beats the oracle (0.800); taken as the upper bound instead, {BEST} closes 11 % of the gap." in text
     assert "scores below ft_100 by more than its seed spread: it is under-trained here" in text
     assert "not distinguishable" not in text  # mmd is 0.100 below, outside the ± 0.071 seed spread
+    # the pair the choice is made on against the real one: source-only errs the other way there
+    assert "| source_only | 0.40 (IoU 0.100) | 1.20 (IoU 0.400) |" in text
+    assert f"| {BEST} (declared) | 1.00 (IoU 0.900) | 1.00 (IoU 0.450) |" in text
+    assert "| coral (best on test labels VNC → FAFB) | – | 1.40 (IoU 0.620) |" in text
+    assert "Source-only under-segments the synthetic target (0.40); VNC → FAFB it over-segments (1.20)." in text
+    assert "rows that add the foreground source-only misses, where this target needs rows that remove its false foreground" in text
     assert (out / "da_benchmark.png").stat().st_size > 0
 
 
@@ -154,3 +161,21 @@ def test_a_training_another_process_holds_is_refused_not_joined(tmp_path, monkey
     common.train_once(root, "source_only", 6, lambda: trained.append(1))  # released: it trains, once
     common.train_once(root, "source_only", 6, lambda: trained.append(1))
     assert trained == [1] and json.loads((root / common.TRAINED_MARKER).read_text())["epochs"] == 6
+
+
+def test_choose_ranks_cached_synthetic_cells_and_records_their_foreground_ratio(tmp_path):
+    runs_dir = tmp_path / "results" / "runs"
+    pair = "synthetic_shift0.75"  # the development pair (DEVELOPMENT_SHIFT)
+    for row, iou, precision, recall in (("source_only", 0.4, 0.9, 0.45), ("consistency", 0.2, 0.95, 0.19), (BEST, 0.9, 0.9, 0.99)):
+        path = runs_dir / "development" / pair / row / "seed0.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"direction": pair, "row": row, "seed": 0, "metrics_last": {"iou": iou, "precision": precision, "recall": recall}}))
+    cmd = [
+        sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "choose", f"--rows=source_only,consistency,{BEST}",
+        "--seeds=[0]", f"--work_dir={tmp_path / 'work'}", f"--runs_dir={runs_dir}",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    choice = json.loads((tmp_path / "results" / "da_synthetic_choice.json").read_text())
+    assert choice["best_uda"] == BEST and choice["shift"] == 0.75
+    assert choice["target_test_iou"]["consistency"] == {"mean": 0.2, "per_seed": [0.2]}
+    assert choice["target_test_predicted_to_true_foreground"] == pytest.approx({"source_only": 0.5, "consistency": 0.2, BEST: 1.1})
