@@ -463,6 +463,11 @@ def predicted_to_true_foreground(precision: float, recall: float) -> float:
     return float(recall / max(precision, 1e-9))
 
 
+def _cell_ratio(cell: dict) -> float:
+    """``predicted_to_true_foreground`` of a table cell's mean precision and recall."""
+    return predicted_to_true_foreground(cell["precision"]["mean"], cell["recall"]["mean"])
+
+
 def _seed_list(seeds: int | tuple) -> tuple:
     """``seeds`` as given on the command line (a count 0..n-1 or the seeds themselves) as a tuple."""
     return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
@@ -609,12 +614,11 @@ def _disagreement_lines(table: dict, choice: dict, label_stats: dict) -> list[st
     pair = choice.get("target_test_predicted_to_true_foreground", {})
     if "source_only" not in pair or not all("source_only" in cells for cells in table.values()):
         return []
-    ratio = lambda c: predicted_to_true_foreground(c["precision"]["mean"], c["recall"]["mean"])  # noqa: E731
     best = {d: max((r.name for r in MAIN_ROWS if r.kind == "uda" and r.name in cells), key=lambda n: cells[n]["iou"]["mean"]) for d, cells in table.items()}
     notes = {"source_only": "", BEST_UDA: " (declared)"}
     for direction, name in best.items():
         notes[name] = notes.get(name, "") + f" (best on test labels {_direction_title(direction)})"
-    cell = lambda value, iou: f"{value:.2f} (IoU {iou:.3f})" if value is not None else "–"  # noqa: E731
+    shown = lambda ratio, iou: f"{ratio:.2f} (IoU {iou:.3f})"  # noqa: E731
     lines = [
         "Predicted / true foreground on the target test region (recall / precision; below 1 the model under-segments, "
         "above 1 it over-segments), on the synthetic pair the label-free choice is made on and on the real pairs:",
@@ -623,10 +627,10 @@ def _disagreement_lines(table: dict, choice: dict, label_stats: dict) -> list[st
         "|---|---|" + "---|" * len(table),
     ]
     for name, note in notes.items():
-        dev = cell(pair.get(name), choice["target_test_iou"][name]["mean"]) if name in pair else "–"
-        real = [cell(ratio(cells[name]), cells[name]["iou"]["mean"]) if name in cells else "–" for cells in table.values()]
+        dev = shown(pair[name], choice["target_test_iou"][name]["mean"]) if name in pair else "–"
+        real = [shown(_cell_ratio(cells[name]), cells[name]["iou"]["mean"]) if name in cells else "–" for cells in table.values()]
         lines.append(f"| {name}{note} | {dev} | {' | '.join(real)} |")
-    low = {d: ratio(cells["source_only"]) for d, cells in table.items()}
+    low = {d: _cell_ratio(cells["source_only"]) for d, cells in table.items()}
     side = lambda r: "under-segments" if r < 1 else "over-segments"  # noqa: E731
     lines += ["", f"- Source-only {side(pair['source_only'])} the synthetic target ({pair['source_only']:.2f}); " + "; ".join(f"{_direction_title(d)} it {side(r)} ({r:.2f})" for d, r in low.items()) + "."]
     opposite = [d for d, r in low.items() if (r < 1) != (pair["source_only"] < 1)]
@@ -718,16 +722,15 @@ def _diagnosis(table: dict, label_stats: dict) -> list[str]:
         if not below:
             lines.append(f"- {name}: every unsupervised row scores at least source-only.")
             continue
-        ratio = lambda c: predicted_to_true_foreground(c["precision"]["mean"], c["recall"]["mean"])  # noqa: E731
-        shifts = ", ".join(f"{n} (IoU {c['iou']['mean'] - low['iou']['mean']:+.3f}, predicted/true foreground {ratio(c):.2f})" for n, c in below.items())
+        shifts = ", ".join(f"{n} (IoU {c['iou']['mean'] - low['iou']['mean']:+.3f}, predicted/true foreground {_cell_ratio(c):.2f})" for n, c in below.items())
         n_uda = sum(ROW_BY_NAME[n].kind == "uda" for n in cells)
-        lines.append(f"- {name}: {len(below)} of {n_uda} unsupervised rows below source-only (predicted/true foreground {ratio(low):.2f}): {shifts}.")
+        lines.append(f"- {name}: {len(below)} of {n_uda} unsupervised rows below source-only (predicted/true foreground {_cell_ratio(low):.2f}): {shifts}.")
         stats = label_stats.get(direction)
         aligned = [n for n in ALIGNMENT_ROWS if n in cells]
         if stats and aligned:
             source, target = stats["training"], stats["target_training"]
             fewer = target > source  # matching feature statistics maps part of the target's larger class onto the other
-            moved = [n for n in aligned if (ratio(cells[n]) < ratio(low)) == fewer]
+            moved = [n for n in aligned if (_cell_ratio(cells[n]) < _cell_ratio(low)) == fewer]
             lines.append(
                 f"  Labelled foreground: {100 * source:.1f} % of the source training pixels, {100 * target:.1f} % of the "
                 f"target training region. Alignment of the whole feature distribution assumes equal class balance; with "
@@ -739,8 +742,8 @@ def _diagnosis(table: dict, label_stats: dict) -> list[str]:
             conditional, whole = cells["class_mmd"], cells["mmd"]
             lines.append(
                 f"  Class-conditional MMD matches each class separately, so it makes no equal-balance assumption: IoU "
-                f"{conditional['iou']['mean']:.3f} (predicted/true foreground {ratio(conditional):.2f}) vs "
-                f"{whole['iou']['mean']:.3f} ({ratio(whole):.2f}) for MMD of the whole distribution."
+                f"{conditional['iou']['mean']:.3f} (predicted/true foreground {_cell_ratio(conditional):.2f}) vs "
+                f"{whole['iou']['mean']:.3f} ({_cell_ratio(whole):.2f}) for MMD of the whole distribution."
             )
         spread = low["iou"]["std"]
         within = [n for n, c in below.items() if low["iou"]["mean"] - c["iou"]["mean"] <= spread]
