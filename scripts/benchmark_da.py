@@ -547,7 +547,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         "of the target volume along x; metrics of the",
         "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
         "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only).",
-        "`*` exploratory row: added beyond the issue's rows, run only when named (`run --rows`), often with fewer seeds, never a",
+        "`*` exploratory row: added beyond the issue's rows, run only when named (`run --rows`), never a",
         "candidate for the label-free choice.",
         *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
         "",
