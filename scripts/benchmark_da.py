@@ -614,10 +614,12 @@ def _disagreement_lines(table: dict, choice: dict, label_stats: dict) -> list[st
     pair = choice.get("target_test_predicted_to_true_foreground", {})
     if "source_only" not in pair or not all("source_only" in cells for cells in table.values()):
         return []
-    best = {d: max((r.name for r in MAIN_ROWS if r.kind == "uda" and r.name in cells), key=lambda n: cells[n]["iou"]["mean"]) for d, cells in table.items()}
     notes = {"source_only": "", BEST_UDA: " (declared)"}
-    for direction, name in best.items():
-        notes[name] = notes.get(name, "") + f" (best on test labels {_direction_title(direction)})"
+    for direction, cells in table.items():
+        uda = [r.name for r in MAIN_ROWS if r.kind == "uda" and r.name in cells]
+        if uda:
+            best = max(uda, key=lambda n: cells[n]["iou"]["mean"])
+            notes[best] = notes.get(best, "") + f" (best on test labels {_direction_title(direction)})"
     shown = lambda ratio, iou: f"{ratio:.2f} (IoU {iou:.3f})"  # noqa: E731
     lines = [
         "Predicted / true foreground on the target test region (recall / precision; below 1 the model under-segments, "

@@ -179,3 +179,18 @@ def test_choose_ranks_cached_synthetic_cells_and_records_their_foreground_ratio(
     assert choice["best_uda"] == BEST and choice["shift"] == 0.75
     assert choice["target_test_iou"]["consistency"] == {"mean": 0.2, "per_seed": [0.2]}
     assert choice["target_test_predicted_to_true_foreground"] == pytest.approx({"source_only": 0.5, "consistency": 0.2, BEST: 1.1})
+
+
+def test_report_of_a_partial_benchmark_sets_source_only_beside_the_choice_pair(tmp_path):
+    runs_dir = tmp_path / "runs"
+    _write_run(runs_dir, "source_only", 0, 0.40, 0.50, 0.60)  # no unsupervised row run yet
+    choice = {"budget": {"name": "development", "max_epochs": 20, "iterations_per_epoch": 20}, "seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}}, "best_uda": None}
+    choice["target_test_predicted_to_true_foreground"] = {"source_only": 1.5}
+    (tmp_path / "da_synthetic_choice.json").write_text(json.dumps(choice))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    text = (out / "da_benchmark.md").read_text()
+    assert "| source_only | 1.50 (IoU 0.100) | 1.20 (IoU 0.400) |" in text
+    assert "Source-only over-segments the synthetic target (1.50); VNC → FAFB it over-segments (1.20)." in text
+    assert "errs the other way" not in text  # both over-segment
