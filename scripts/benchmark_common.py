@@ -49,8 +49,8 @@ def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], un
     """Run ``train`` (``name``'s training of ``epochs`` epochs into ``root``) unless ``root`` holds a
     finished one, then mark it finished with its epochs.
 
-    ``model_final.pt`` alone proves nothing (MONAI also writes it when training fails), hence the
-    marker. A finished training of other epochs is refused, never reused; a marker from before
+    ``model_final.pt`` alone proves nothing (runs cached before our saver stopped writing it on a
+    failure may hold partial weights), hence the marker. A finished training of other epochs is refused, never reused; a marker from before
     epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``). While it trains, a
     lock in ``root`` makes a second process that asks for the same training exit with the folder named.
     """

@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from monai.bundle import ckpt_export, onnx_export
 
+from custom.engines.utils import CheckpointError
 from custom.inference.from_bundle import load_bundle_network
+from custom.networks import UNet, check_window_size
+from custom.utils.io import atomic_path, check_distinct_from_inputs, check_output_path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "em_mitochondria"
@@ -47,30 +50,73 @@ def _check(name: str, exported_output: np.ndarray, reference_output: np.ndarray,
     return diff
 
 
-def _parse_shape(input_shape: str | tuple) -> list[int]:
-    return [int(v) for v in (input_shape.split(",") if isinstance(input_shape, str) else input_shape)]
+def _parse_shape(input_shape: str | tuple, network: torch.nn.Module) -> list[int]:
+    """(batch, channels, *spatial) as integers, or ``SystemExit`` when it is not one the network takes."""
+    try:
+        shape = [int(v) for v in (input_shape.split(",") if isinstance(input_shape, str) else input_shape)]
+    except (TypeError, ValueError):
+        raise SystemExit(f"--input-shape must be integers batch,channels,*spatial (e.g. 4,1,256,256), got {input_shape!r}.") from None
+    dims = getattr(network, "spatial_dims", len(shape) - 2)
+    if len(shape) != dims + 2 or min(shape) < 1:
+        raise SystemExit(f"--input-shape {shape}: expected {dims + 2} positive integers (batch, channels and {dims} spatial sizes).")
+    try:
+        check_window_size(network, shape[2:], "--input-shape")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    return shape
 
 
-def torchscript(checkpoint: str, output: str, bundle: str = str(BUNDLE), input_shape: str = "1,1,256,256", atol: float = 1e-4) -> float:
-    """Trace the network to TorchScript (``monai.bundle ckpt_export``); returns the max output difference."""
-    shape = _parse_shape(input_shape)
-    ckpt_export("network_def", filepath=output, use_trace=True, input_shape=shape, **_export_args(bundle, checkpoint))
-    x = torch.randn(shape[0], shape[1], *[s // 2 for s in shape[2:]])  # another size than the trace
-    with torch.no_grad():
-        return _check("torchscript", torch.jit.load(output)(x).numpy(), _reference(checkpoint, bundle)(x).numpy(), atol)
+def _prepared(checkpoint: str, output: str, bundle: str | Path, input_shape: str | tuple, overwrite: bool) -> tuple[torch.nn.Module, list[int]]:
+    """Check everything before exporting: the output is not the checkpoint, is new (or ``overwrite``)
+    and its folder exists; the checkpoint loads into the bundle's network; the shape fits it."""
+    try:
+        check_distinct_from_inputs(output, [checkpoint])
+        if Path(output).is_dir():
+            raise FileExistsError(f"{output} is a folder; give the export a file name, e.g. {Path(output) / 'model.ts'}.")
+        if not Path(output).parent.is_dir():
+            raise FileNotFoundError(f"the folder of {output} does not exist; create it first.")
+        check_output_path(output, overwrite)
+        network = _reference(checkpoint, bundle)
+    except (FileExistsError, FileNotFoundError, PermissionError, CheckpointError) as err:
+        raise SystemExit(f"error: {err}") from None
+    return network, _parse_shape(input_shape, network)
 
 
-def onnx(checkpoint: str, output: str, bundle: str = str(BUNDLE), input_shape: str = "1,1,256,256", atol: float = 1e-4) -> float:
-    """Export to ONNX (``monai.bundle onnx_export``) and compare ONNX Runtime with the checkpoint."""
-    import onnxruntime
+def torchscript(checkpoint: str, output: str, bundle: str = str(BUNDLE), input_shape: str = "1,1,256,256", atol: float = 1e-4, overwrite: bool = False) -> float:
+    """Trace the network to TorchScript (``monai.bundle ckpt_export``); returns the max output difference.
 
-    shape = _parse_shape(input_shape)
-    onnx_export("network_def", filepath=output, input_shape=shape, **_export_args(bundle, checkpoint))
+    The export appears under ``output`` only once it matches the checkpoint; an existing file is kept unless ``overwrite``.
+    """
+    reference, shape = _prepared(checkpoint, output, bundle, input_shape, overwrite)
+    x = torch.randn(shape[0], shape[1], *[max(f, s // 2 // f * f) for s, f in zip(shape[2:], _factors(reference))])  # another size than the trace
+    with atomic_path(output, overwrite=overwrite) as tmp:
+        ckpt_export("network_def", filepath=str(tmp), use_trace=True, input_shape=shape, **_export_args(bundle, checkpoint))
+        with torch.no_grad():
+            return _check("torchscript", torch.jit.load(str(tmp))(x).numpy(), reference(x).numpy(), atol)
+
+
+def onnx(checkpoint: str, output: str, bundle: str = str(BUNDLE), input_shape: str = "1,1,256,256", atol: float = 1e-4, overwrite: bool = False) -> float:
+    """Export to ONNX (``monai.bundle onnx_export``) and compare ONNX Runtime with the checkpoint.
+
+    The export appears under ``output`` only once it matches the checkpoint; an existing file is kept unless ``overwrite``.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SystemExit('error: ONNX export needs the export extra: pip install -e ".[export]"') from None
+    reference, shape = _prepared(checkpoint, output, bundle, input_shape, overwrite)
     x = torch.randn(shape)
-    session = onnxruntime.InferenceSession(output, providers=["CPUExecutionProvider"])
-    exported = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        return _check("onnx", exported, _reference(checkpoint, bundle)(x).numpy(), atol)
+    with atomic_path(output, overwrite=overwrite) as tmp:
+        onnx_export("network_def", filepath=str(tmp), input_shape=shape, **_export_args(bundle, checkpoint))
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        exported = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            return _check("onnx", exported, reference(x).numpy(), atol)
+
+
+def _factors(network: torch.nn.Module) -> tuple[int, ...]:
+    unet = next((m for m in network.modules() if isinstance(m, UNet)), None)
+    return unet.downsampling if unet is not None else (1,) * getattr(network, "spatial_dims", 2)
 
 
 if __name__ == "__main__":

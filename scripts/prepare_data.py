@@ -17,9 +17,10 @@ VNC stack 1 membranes as the labelled source, the unlabelled VNC stack 2 (or, wi
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import fire
@@ -42,7 +43,7 @@ from custom.data.datasets import (
     split_ids,
 )
 from custom.data.readers import EMDataError
-from custom.utils.io import atomic_path
+from custom.utils.io import atomic_path, check_distinct_from_inputs
 
 DOWNLOADERS = {
     "drosophila_vnc": get_drosophila_vnc_paths,
@@ -74,19 +75,21 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     """
     out = Path(out_dir)
     spacing_nm = mito_pair_spacing_nm()
-    if not _needs_preparing(out, force, spacing_nm):
-        return str(out)
-    volumes = out / "volumes"
-    image, label, spacing = load_drosophila_vnc(data_dir)
-    write_domain(volumes / "vnc", image, label, spacing)
-    stack2, spacing2 = load_drosophila_vnc_stack2(data_dir)
-    write_domain(volumes / "vnc_stack2", stack2, None, spacing2)
-    image, label, spacing = load_fafb_mito(data_dir)
-    write_domain(volumes / "fafb", image, label, spacing)
-    stack2_path = volumes / "vnc_stack2" / "vnc_stack2.tif"
-    write_direction_datalist(out / "vnc_to_fafb", volumes / "vnc", volumes / "fafb", "vnc_to_fafb")
-    write_direction_datalist(out / "fafb_to_vnc", volumes / "fafb", volumes / "vnc", "fafb_to_vnc", [stack2_path])
-    return _mark_prepared(out, data_dir, ["vnc_to_fafb", "fafb_to_vnc"], spacing_nm)
+    directions = ["vnc_to_fafb", "fafb_to_vnc"]
+    with _building(out, data_dir, force, directions, spacing_nm) as tmp:
+        if tmp is None:
+            return str(out)
+        volumes = tmp / "volumes"
+        image, label, spacing = load_drosophila_vnc(data_dir)
+        write_domain(volumes / "vnc", image, label, spacing)
+        stack2, spacing2 = load_drosophila_vnc_stack2(data_dir)
+        write_domain(volumes / "vnc_stack2", stack2, None, spacing2)
+        image, label, spacing = load_fafb_mito(data_dir)
+        write_domain(volumes / "fafb", image, label, spacing)
+        stack2_path = volumes / "vnc_stack2" / "vnc_stack2.tif"
+        write_direction_datalist(tmp / "vnc_to_fafb", volumes / "vnc", volumes / "fafb", "vnc_to_fafb")
+        write_direction_datalist(tmp / "fafb_to_vnc", volumes / "fafb", volumes / "vnc", "fafb_to_vnc", [stack2_path])
+    return _report(out, directions)
 
 
 def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_membranes", target: str = "vnc_stack2", force: bool = False) -> str:
@@ -99,38 +102,40 @@ def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_me
     if target not in ("vnc_stack2", "isbi2012"):
         raise EMDataError(f"unknown membrane target {target!r}; choose 'vnc_stack2' or 'isbi2012'.")
     out = Path(out_dir)
-    if not _needs_preparing(out, force):
-        return str(out)
-    volumes = out / "volumes"
-    image, label, spacing = load_drosophila_vnc(data_dir, target="membranes")
-    write_domain(volumes / "vnc_membranes", image, label, spacing)
-    if target == "isbi2012":
-        image, label, spacing = load_isbi2012(data_dir)
-        write_domain(volumes / "isbi2012", image, label, spacing)
-    else:
-        stack2, spacing = load_drosophila_vnc_stack2(data_dir)
-        write_domain(volumes / "vnc_stack2", stack2, None, spacing)
     direction = f"vnc_membranes_to_{target}"
-    write_direction_datalist(out / direction, volumes / "vnc_membranes", volumes / target, direction)
-    return _mark_prepared(out, data_dir, [direction])
+    with _building(out, data_dir, force, [direction]) as tmp:
+        if tmp is None:
+            return str(out)
+        volumes = tmp / "volumes"
+        image, label, spacing = load_drosophila_vnc(data_dir, target="membranes")
+        write_domain(volumes / "vnc_membranes", image, label, spacing)
+        if target == "isbi2012":
+            image, label, spacing = load_isbi2012(data_dir)
+            write_domain(volumes / "isbi2012", image, label, spacing)
+        else:
+            stack2, spacing = load_drosophila_vnc_stack2(data_dir)
+            write_domain(volumes / "vnc_stack2", stack2, None, spacing)
+        write_direction_datalist(tmp / direction, volumes / "vnc_membranes", volumes / target, direction)
+    return _report(out, [direction])
 
 
 def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nuclei", force: bool = False) -> str:
     """DSB 2018 nuclei as a 2D instance dataset: 80/20 train/test split by id (seed 0), 10 % of the
     training ids held out for validation (seed 1)."""
     out = Path(out_dir)
-    if not _needs_preparing(out, force):
-        return str(out)
-    train_ids, test_ids = split_ids(dsb2018_ids(data_dir), 0.8, seed=0)
-    train_ids, val_ids = split_ids(train_ids, 0.9, seed=1)
+    with _building(out, data_dir, force, ["."]) as tmp:
+        if tmp is None:
+            return str(out)
+        train_ids, test_ids = split_ids(dsb2018_ids(data_dir), 0.8, seed=0)
+        train_ids, val_ids = split_ids(train_ids, 0.9, seed=1)
 
-    def samples(ids: list[str]):
-        for image_id in ids:
-            image, labels = load_dsb2018_nuclei(data_dir, image_id)
-            yield image_id, zscore(image), labels
+        def samples(ids: list[str]):
+            for image_id in ids:
+                image, labels = load_dsb2018_nuclei(data_dir, image_id)
+                yield image_id, zscore(image), labels
 
-    write_instance_dataset(out, {"training": samples(train_ids), "validation": samples(val_ids), "test": samples(test_ids)}, "dsb2018_nuclei")
-    return _mark_prepared(out, data_dir, ["."])
+        write_instance_dataset(tmp, {"training": samples(train_ids), "validation": samples(val_ids), "test": samples(test_ids)}, "dsb2018_nuclei")
+    return _report(out, ["."])
 
 
 def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepared_mito_instances", scale: float = 0.5, force: bool = False) -> str:
@@ -138,42 +143,50 @@ def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepar
     section, connected components of the mask as instances, sections split as in
     ``MITO_INSTANCE_SECTIONS``; ``scale`` downsamples in-plane (0.5: ~9 nm VNC, ~16 nm FAFB pixels)."""
     out = Path(out_dir)
-    if not _needs_preparing(out, force):
-        return str(out)
-    for name, loader in (("vnc", load_drosophila_vnc), ("fafb", load_fafb_mito)):
-        image, label, _ = loader(data_dir)
-        sections = em_instance_samples(image, label, name, scale)
-        splits = MITO_INSTANCE_SECTIONS[name]
-        write_instance_dataset(out / name, {k: [sections[z] for z in r] for k, r in zip(("training", "validation", "test"), splits)}, f"{name}_mito_instances")
-    return _mark_prepared(out, data_dir, list(MITO_INSTANCE_SECTIONS))
+    with _building(out, data_dir, force, list(MITO_INSTANCE_SECTIONS)) as tmp:
+        if tmp is None:
+            return str(out)
+        for name, loader in (("vnc", load_drosophila_vnc), ("fafb", load_fafb_mito)):
+            image, label, _ = loader(data_dir)
+            sections = em_instance_samples(image, label, name, scale)
+            splits = MITO_INSTANCE_SECTIONS[name]
+            write_instance_dataset(tmp / name, {k: [sections[z] for z in r] for k, r in zip(("training", "validation", "test"), splits)}, f"{name}_mito_instances")
+    return _report(out, list(MITO_INSTANCE_SECTIONS))
 
 
-def _needs_preparing(out: Path, force: bool, spacing_nm: dict | None = None) -> bool:
-    """False when ``out`` holds a complete earlier result (kept); clears an incomplete one when ``force``.
+@contextlib.contextmanager
+def _building(out: Path, data_dir: str, force: bool, directions: list[str], spacing_nm: dict | None = None) -> Iterator[Path | None]:
+    """Yield a temporary folder beside ``out`` to build the prepared dataset in, or None to keep ``out``.
 
-    ``spacing_nm``: the pixel sizes the loaders give now; a result prepared with others is refused
-    (its volumes would be resampled wrongly) unless ``force``, which rebuilds it.
+    Refuses, before anything is written, an ``out`` that is, holds or lies inside ``data_dir`` and an
+    ``out`` that is a file. A complete earlier result (its ``prepared.json`` marker) is kept unless
+    ``force``; a result prepared with other pixel sizes (``spacing_nm``) or an incomplete or foreign
+    folder is refused unless ``force``. The new result, marker included, replaces ``out`` only when
+    complete: a failed (or forced) build never leaves a partial folder or costs the old one.
     """
+    check_distinct_from_inputs(out, [data_dir])
+    if out.exists() and not out.is_dir():
+        raise EMDataError(f"{out}: is a file, not a folder; choose another out_dir for the prepared dataset.")
     marker = out / MARKER
     if marker.exists() and not force:
         recorded = json.loads(marker.read_text()).get("spacing_nm")
         if spacing_nm is None or recorded == spacing_nm:
             print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
-            return False
+            yield None
+            return
         raise FileExistsError(f"{out} was prepared with pixel sizes {recorded} (nm, z/y/x per domain), the loaders now give {spacing_nm}; pass --force to rebuild it.")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
-        shutil.rmtree(out)
-    return True
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} exists and is not a complete prepared dataset; pass --force to overwrite it.")
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.mkdir()
+        yield tmp
+        record = {"data_dir": str(Path(data_dir).resolve()), "directions": directions}
+        if spacing_nm is not None:
+            record["spacing_nm"] = spacing_nm
+        (tmp / MARKER).write_text(json.dumps(record))
 
 
-def _mark_prepared(out: Path, data_dir: str, directions: list[str], spacing_nm: dict | None = None) -> str:
-    record = {"data_dir": str(Path(data_dir).resolve()), "directions": directions}
-    if spacing_nm is not None:
-        record["spacing_nm"] = spacing_nm
-    with atomic_path(out / MARKER) as tmp:
-        tmp.write_text(json.dumps(record))
+def _report(out: Path, directions: list[str]) -> str:
     print(f"prepared {out}: use --dataset_dir " + " or ".join(str(out / d) for d in directions))
     return str(out)
 

@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 
 from custom.data.lazy import open_volume
-from custom.data.readers import EMDataError
 from custom.inference import segment_volume
 from custom.inference.from_bundle import file_digest, load_bundle_predictor
 
@@ -118,7 +117,7 @@ def run(
 def main() -> None:
     try:
         fire.Fire({"run": run}, serialize=lambda _: None)
-    except (EMDataError, FileExistsError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as err:  # EMDataError, CheckpointError: one line
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -58,6 +58,36 @@ def prepared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A ``model.pt`` of the bundle's default 2D U-Net (seeded weights, untrained)."""
+    import torch
+
+    from custom.networks import UNet
+
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.manual_seed(0)
+    torch.save(UNet(2).state_dict(), path)
+    return str(path)
+
+
+def kill_after_first_epoch(configs: list[str | Path], bundle_root: Path, *overrides: str) -> None:
+    """Start a bundle training and SIGKILL it once its first epoch checkpoint exists (epochs left then)."""
+    import signal
+    import time
+
+    from custom.utils import bundle_run_command
+
+    process = subprocess.Popen(bundle_run_command(configs, bundle_root, *overrides), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = bundle_root / "models" / "train_checkpoint_epoch=1.pt"
+    deadline = time.time() + 300
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (bundle_root / "models" / "model_final.pt").exists()
+
+
 def touching_disks(shape: tuple[int, int] = (48, 64)) -> np.ndarray:
     """Two disks of radius 12 whose rims touch: instance labels 1 and 2 (0 = background)."""
     yy, xx = np.mgrid[: shape[0], : shape[1]]

@@ -232,14 +232,6 @@ def _segment_cli(args: list[str], nproc: int = 1, check: bool = True) -> subproc
     return subprocess.run([*runner, str(REPO_ROOT / "scripts" / "segment.py"), "run", *args], capture_output=True, text=True, env=env, check=check, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.manual_seed(0)
-    torch.save(UNet(2).state_dict(), path)
-    return str(path)
-
-
 def test_torchrun_two_processes_equal_one_process_bit_for_bit(tmp_path, checkpoint):
     write_volume(tmp_path / "in.zarr", _volume((4, 96, 100), seed=4), (50.0, 5.0, 5.0))
     common = ["--checkpoint", checkpoint, "--device", "cpu", "--roi-size", "64,64", "--block-shape", "1,64,64", "--instances", "--prob-dtype", "float16"]

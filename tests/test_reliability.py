@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +12,9 @@ import pytest
 import torch
 
 from custom.data import write_volume
-from custom.utils import bundle_run_command, check_output_path
+from custom.utils import check_output_path
 
-from .conftest import CONFIGS, run_bundle
+from .conftest import CONFIGS, kill_after_first_epoch, run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ("--patch_size", "[64,64]", "--batch_size", "2")
@@ -24,15 +22,8 @@ SMALL = ("--patch_size", "[64,64]", "--batch_size", "2")
 
 def test_training_killed_mid_epoch_resumes_to_the_same_iteration(tmp_path, synthetic_dir):
     budget = ("--dataset_dir", str(synthetic_dir), "--max_epochs", "3", "--iterations_per_epoch", "40", "--val_interval", "10", *SMALL)
-    process = subprocess.Popen(bundle_run_command([CONFIGS / "train.json"], tmp_path, *budget), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = tmp_path / "models" / "train_checkpoint_epoch=1.pt"
-    deadline = time.time() + 300
-    while not first.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
-    assert not (tmp_path / "models" / "model_final.pt").exists()
-    torch.load(first, weights_only=True)  # the checkpoint on disk is complete (atomic write)
+    kill_after_first_epoch([CONFIGS / "train.json"], tmp_path, *budget)
+    torch.load(tmp_path / "models" / "train_checkpoint_epoch=1.pt", weights_only=True)  # the checkpoint on disk is complete (atomic write)
 
     run_bundle(["train.json"], tmp_path, *budget, "--resume", "true")
     last = torch.load(tmp_path / "models" / "train_checkpoint_epoch=3.pt", weights_only=True)["trainer"]

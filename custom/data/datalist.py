@@ -113,10 +113,19 @@ def write_direction_datalist(
     return out_dir / "datalist.json"
 
 
-def load_datalist(dataset_dir: str | os.PathLike, key: str = "training") -> list[dict]:
+EMPTY_LIST_HINTS = {
+    "target_test": "there is nothing to evaluate (an unlabelled target has no labelled test region); segment it with inference.json instead",
+    "training": "training needs at least one labelled source volume",
+    "validation": "validation needs at least one labelled source volume",
+    "target_training": "adaptation needs at least one target volume",
+}
+
+
+def load_datalist(dataset_dir: str | os.PathLike, key: str = "training", required: bool = False) -> list[dict]:
     """Entries of ``dataset_dir/datalist.json`` under ``key`` with absolute paths.
 
-    Raises ``EMDataError`` when the datalist or any file it names is missing.
+    Raises ``EMDataError`` when the datalist or any file it names is missing, or, with ``required``,
+    when the list is empty (saying what the run needed it for).
     """
     path = Path(dataset_dir) / "datalist.json"
     if not path.exists():
@@ -131,4 +140,6 @@ def load_datalist(dataset_dir: str | os.PathLike, key: str = "training") -> list
         for field in ("image", "label"):
             if field in entry and not Path(entry[field]).exists():
                 raise EMDataError(f"{path}: '{key}' names {entry[field]}, which does not exist.")
+    if required and not entries:
+        raise EMDataError(f"{path}: the '{key}' list is empty; {EMPTY_LIST_HINTS.get(key, 'this run needs at least one entry there')}.")
     return entries

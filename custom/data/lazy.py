@@ -82,8 +82,18 @@ class LazyVolume:
         return np.dtype(self.array.dtype)
 
     def read(self, index: Sequence[slice]) -> np.ndarray:
-        """Load the (Z, Y, X) box ``index`` (a tuple of three slices) into memory."""
-        return np.asarray(self.array[tuple(index)])
+        """Load the (Z, Y, X) box ``index`` (a tuple of three slices) into memory.
+
+        A file that opened but cannot deliver these voxels (truncated, corrupt chunk) raises
+        ``EMDataError`` naming it, not the storage library's error.
+        """
+        try:
+            return np.asarray(self.array[tuple(index)])
+        except EMDataError:
+            raise
+        except Exception as err:  # tifffile, zarr, nibabel and numcodecs raise many types here
+            box = tuple((s.start, s.stop) for s in index)
+            raise EMDataError(f"{self.path}: cannot read the voxels {box} ({type(err).__name__}: {err}); the file looks truncated or corrupt.") from err
 
 
 def _open_nifti(path: Path) -> tuple[Any, Spacing]:

@@ -59,7 +59,8 @@ def _as_grey(array: np.ndarray, path: Path, channel: int | None) -> np.ndarray:
             return rgb[..., 0]
         raise EMDataError(
             f"{path}: expected a greyscale EM image, got {array.shape[-1]} colour channels with shape {array.shape}; "
-            "pass channel=<index> to pick one."
+            "convert it to greyscale first (scripts/segment.py reads grey volumes only), or in a bundle config pick one "
+            "channel with the reader's channel argument (custom.data.EMVolumeReader(channel=<index>))."
         )
     return array
 
@@ -86,8 +87,8 @@ def _read_tiff(path: Path, channel: int | None) -> tuple[np.ndarray, Spacing | N
         with tifffile.TiffFile(path) as tif:
             array = tif.asarray()
             spacing = _tiff_spacing(tif)
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as err:
-        raise EMDataError(f"{path}: cannot be read as TIFF ({err}).") from err
+    except Exception as err:  # tifffile, zlib and imagecodecs raise many types for truncated or corrupt files
+        raise EMDataError(f"{path}: cannot be read as TIFF ({type(err).__name__}: {err}).") from err
     if array.ndim == 4 and array.shape[-1] in (3, 4):
         array = np.stack([_as_grey(section, path, channel) for section in array])
     else:

@@ -14,6 +14,17 @@ from custom.utils.io import atomic_path
 from .readers import NIFTI_SUFFIXES, ZARR_SUFFIXES, EMDataError, _suffix, check_spacing
 
 
+WRITABLE_SUFFIXES = (".tif", ".tiff", *NIFTI_SUFFIXES, *ZARR_SUFFIXES)
+
+
+def check_writable_suffix(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or ``EMDataError`` when ``write_volume`` cannot write its format."""
+    path = Path(path)
+    if _suffix(path) not in WRITABLE_SUFFIXES:
+        raise EMDataError(f"{path}: cannot write '{_suffix(path) or path.name}'; use .tif, .nii.gz or .zarr.")
+    return path
+
+
 def ome_zarr_attrs(spacing: Sequence[float], name: str = "volume") -> dict:
     """OME-Zarr (v0.4) ``multiscales`` attributes for one scale level '0' with (z, y, x) spacing in nm."""
     return {
@@ -80,14 +91,12 @@ def write_volume(
     if array.ndim != 3:
         raise EMDataError(f"{path}: expected a (Z, Y, X) array to write, got shape {array.shape}.")
     spacing = check_spacing(spacing, str(path))
-    suffix = _suffix(path)
+    suffix = _suffix(check_writable_suffix(path))
     with atomic_path(path, overwrite=overwrite) as tmp:
         if suffix in (".tif", ".tiff"):
             _write_tiff(tmp, array, spacing)
         elif suffix in NIFTI_SUFFIXES:
             _write_nifti(tmp, array, spacing)
-        elif suffix in ZARR_SUFFIXES:
-            _write_zarr(tmp, array, spacing, chunks)
         else:
-            raise EMDataError(f"{path}: cannot write '{suffix}'; use .tif, .nii.gz or .zarr.")
+            _write_zarr(tmp, array, spacing, chunks)
     return path

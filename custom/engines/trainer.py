@@ -82,6 +82,13 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self._labelled_iter: Iterator | None = None
         self.target_batches_drawn = 0
 
+    def restart_data_passes(self) -> None:
+        """Start new passes over the source and target loaders at the next draw (``EpochSeeding`` calls it
+        at each epoch start, after reseeding, so no half-used pass carries over an epoch boundary)."""
+        self._dataloader_iter = None
+        self._target_iter = None
+        self._labelled_iter = None
+
     def _next_target(self, labelled: bool) -> dict:
         if labelled:
             self._labelled_iter = self._labelled_iter or _cycle(self.target_labelled_loader)

@@ -31,6 +31,35 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if not hasattr(checkpoint.save_handler, "_atomic"):
                 raise RuntimeError("this MONAI/Ignite version's checkpoint saver has no atomic switch; update AtomicCheckpointSaver.")
             checkpoint.save_handler._atomic = True
+        self._engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+        super().attach(engine)
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """A failed run writes no final checkpoint (MONAI saves one under the final name): ``model_final.pt``
+        only ever holds a finished training; the last epoch checkpoint still allows ``--resume true``."""
+        engine.logger.error("training failed (%s): no final checkpoint written.", type(e).__name__)
+        raise e
+
+    def state_dict(self) -> dict:
+        """The best key metric so far, its epoch and the file kept for it, so a resumed run replaces the best
+        model only when it beats it (a fresh tracker would take its first validation as a new best)."""
+        saved = self._key_metric_checkpoint.state_dict()["_saved"] if self._key_metric_checkpoint is not None else []
+        state = getattr(self._engine, "state", None)
+        return {
+            "saved": [[float(priority), str(name)] for priority, name in saved],
+            "best_metric": float(getattr(state, "best_metric", -1.0)),
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1)),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self._key_metric_checkpoint is not None:
+            self._key_metric_checkpoint.load_state_dict({"_saved": [tuple(item) for item in state_dict["saved"]]})
+        if self._engine is not None:
+            self._engine.state.best_metric = state_dict["best_metric"]
+            self._engine.state.best_metric_epoch = state_dict["best_metric_epoch"]
 
 
 def _checkpoints_by_epoch(save_dir: str, prefix: str) -> list[Path]:

@@ -5,7 +5,7 @@ from .blockwise import segment_volume
 from .inferers import AugmentedWindowInferer, make_volume_inferer
 from .instances import label_instances
 from .predictor import VolumePredictor, WindowNetwork
-from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, input_stem
+from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, check_prediction_outputs, input_datalist, input_stem
 from .scale_match import DEFAULT_FACTORS, match_target_pixel_size, source_reference_area
 from .zarr_output import ZarrSegmentation
 
@@ -19,6 +19,8 @@ __all__ = [
     "WindowNetwork",
     "ZarrSegmentation",
     "affine_spacing",
+    "check_prediction_outputs",
+    "input_datalist",
     "input_stem",
     "label_instances",
     "make_volume_inferer",

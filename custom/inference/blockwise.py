@@ -9,7 +9,9 @@ order, so every rank, and a single process, normalise with bit-identical numbers
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -23,8 +25,8 @@ from tqdm import tqdm
 
 from custom.data.lazy import LazyVolume
 from custom.data.readers import ZARR_SUFFIXES, EMDataError, _suffix
-from custom.data.writers import write_volume
-from custom.utils.io import check_output_path
+from custom.data.writers import check_writable_suffix, write_volume
+from custom.utils.io import check_distinct_from_inputs, check_output_path
 
 from .blocks import Block, core_shape, sliding_window_blocks
 from .instances import label_instances
@@ -66,7 +68,37 @@ def merge_moments(moments: np.ndarray, source: str) -> dict:
     std = float(np.sqrt(m2 / n))
     if not (np.isfinite(mean) and np.isfinite(std)):
         raise EMDataError(f"{source}: the volume contains NaN or Inf values; expected finite intensities.")
-    return {"mean": float(mean), "std": std if std > 0 else 1.0}
+    if std == 0:  # the bundle's ValidateVolumed rule: nothing to segment
+        raise EMDataError(f"{source}: image is constant ({mean:g}); expected EM intensities.")
+    return {"mean": float(mean), "std": std}
+
+
+PROB_DTYPES = ("uint8", "float16")
+
+
+def check_block_shape(block_shape: Sequence[int] | int | str) -> tuple[int, int, int]:
+    """``block_shape`` as three positive integers (Z, Y, X), or ``ValueError`` saying what was given."""
+    values = [block_shape] if isinstance(block_shape, (int, str)) else list(block_shape)
+    try:
+        shape = tuple(int(v) for v in values)
+        ok = len(shape) == 3 and all(v > 0 and float(v) == float(w) for v, w in zip(shape, values))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"block_shape must be three positive integers Z,Y,X (e.g. 16,1024,1024), got {block_shape!r}.")
+    return shape  # type: ignore[return-value]
+
+
+def input_fingerprint(volume: LazyVolume, blocks: Sequence[Block]) -> dict:
+    """What identifies the input's content for a resume: file sizes and modification times (a folder's
+    files included) and a SHA-256 of the first, middle and last block cores' voxels."""
+    path = volume.path
+    files = [path] if path.is_file() else [Path(root) / f for root, _, names in os.walk(path) for f in names]
+    stats = [f.stat() for f in files]
+    digest = hashlib.sha256()
+    for index in sorted({0, len(blocks) // 2, len(blocks) - 1}):
+        digest.update(np.ascontiguousarray(volume.read(blocks[index].core)).tobytes())
+    return {"bytes": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0), "sample_sha256": digest.hexdigest()}
 
 
 def _prefetched(volume: LazyVolume, blocks: Sequence[Block], workers: int) -> Iterator[tuple[Block, np.ndarray]]:
@@ -90,7 +122,7 @@ def quantize_probability(prob: np.ndarray, dtype: str) -> np.ndarray:
         return np.rint(prob * 255).astype(np.uint8)
     if dtype == "float16":
         return prob.astype(np.float16)
-    raise ValueError(f"prob_dtype must be 'uint8' or 'float16', got {dtype!r}.")
+    raise ValueError(f"prob_dtype must be one of {PROB_DTYPES}, got {dtype!r}.")
 
 
 def _output_files(output: Path, instances: bool) -> dict[str, Path]:
@@ -119,24 +151,31 @@ def segment_volume(
     ``output`` ending in ``.zarr``: an OME-Zarr result (see ``zarr_output.py``) written block by
     block, resumable, and shared by all ranks of a ``torchrun`` job. ``.tif``/``.nii.gz``: small
     volumes only; ``<stem>_prob``/``_mask``(/``_instances``) files written once at the end. An
-    existing output is an error unless ``overwrite`` (an unfinished zarr of the same run is resumed).
+    existing output is an error unless ``overwrite`` (an unfinished zarr of the same run is resumed;
+    an input changed since, same path or not, is refused). Every option is checked, and an output
+    that is, holds or lies inside the input refused, before anything is read or written.
     """
     start = time.perf_counter()
-    output = Path(output)
+    output = check_writable_suffix(output)
+    block_shape = check_block_shape(block_shape)
+    if prob_dtype not in PROB_DTYPES:
+        raise ValueError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}.")
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    as_zarr = _suffix(output) in ZARR_SUFFIXES
+    files = {} if as_zarr else _output_files(output, instances)
+    written = [output, ZarrSegmentation(output).progress_dir] if as_zarr else list(files.values())
+    check_distinct_from_inputs([output, *written], [volume.path])
     try:
         blocks = sliding_window_blocks(volume.shape, predictor.volume_roi, predictor.overlap, block_shape)
     except ValueError as err:
         raise EMDataError(f"{volume.path}: {err}") from err
-    as_zarr = _suffix(output) in ZARR_SUFFIXES
     if not as_zarr and world > 1:
         raise EMDataError(f"{output}: several processes write only to zarr outputs; use a .zarr path.")
-    if not as_zarr:
-        files = _output_files(output, instances)
-        for path in files.values():
-            check_output_path(path, overwrite)
+    for path in files.values():
+        check_output_path(path, overwrite)
     fingerprint = json.loads(json.dumps({
         "input": str(volume.path.resolve()), "shape": volume.shape, "dtype": str(volume.dtype), "model": model_id,
+        "input_content": input_fingerprint(volume, blocks),
         "roi": predictor.volume_roi, "overlap": predictor.overlap, "block_shape": core_shape(blocks),
         "threshold": threshold, "prob_dtype": prob_dtype, "instances": instances,
     }))

@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from monai.transforms import MapTransform
 
+from custom.data.readers import EMDataError
 from custom.data.writers import write_volume
+from custom.utils.io import check_distinct_from_inputs
 
 
 INPUT_SUFFIXES = (".nii.gz", ".tiff", ".tif", ".nii", ".png", ".zarr", ".mha", ".nrrd")
 
 
-def input_stem(meta: Mapping) -> str:
-    """The input file's name without its image suffix, from MONAI metadata."""
-    stem = Path(str(meta["filename_or_obj"])).name
+def path_stem(path: str | os.PathLike) -> str:
+    """A file's name without its image suffix (``a/vol.ome.zarr`` -> ``vol.ome``, ``b/vol.nii.gz`` -> ``vol``)."""
+    stem = Path(str(path)).name
     for suffix in INPUT_SUFFIXES:
         stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
     return stem
+
+
+def input_stem(meta: Mapping) -> str:
+    """The input file's name without its image suffix, from MONAI metadata."""
+    return path_stem(meta["filename_or_obj"])
+
+
+def input_datalist(input_files: Sequence[str | os.PathLike]) -> list[dict]:
+    """``[{'image': path}, ...]`` for ``--input_files``, refusing a single string (it would be read letter by letter)."""
+    if isinstance(input_files, (str, os.PathLike)):
+        raise EMDataError(f"input_files must be a list of paths, e.g. --input_files \"['{input_files}']\", got the string {str(input_files)!r}.")
+    return [{"image": str(f)} for f in input_files]
+
+
+def check_prediction_outputs(
+    datalist: Sequence[Mapping], output_dir: str | os.PathLike, formats: Sequence[str], kinds: Sequence[str] = ("prob", "mask")
+) -> None:
+    """Before any inference: refuse inputs whose outputs would share a name (``a/vol.tif`` and ``b/vol.tif``
+    both give ``vol_mask.tif``) or overwrite an input (the output folder inside an input, or an input
+    named like an output)."""
+    images = [str(d["image"]) for d in datalist]
+    by_stem: dict[str, list[str]] = {}
+    for image in images:
+        by_stem.setdefault(path_stem(image), []).append(image)
+    clashes = {stem: files for stem, files in by_stem.items() if len(files) > 1}
+    if clashes:
+        stem, files = next(iter(clashes.items()))
+        raise EMDataError(
+            f"inputs {files} share the name '{stem}': their outputs ({stem}_mask.* ...) in {output_dir} would overwrite "
+            "each other. Rename one, or segment them in separate runs with different --output_dir."
+        )
+    outputs = [Path(output_dir) / f"{path_stem(i)}_{kind}.{fmt}" for i in images for kind in kinds for fmt in formats]
+    check_distinct_from_inputs(outputs, images)
 
 
 def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:

@@ -40,6 +40,7 @@ class ZarrSegmentation:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.progress_dir = self.path.with_name(self.path.name + ".progress")
+        self.recorded_fingerprint: dict = {}
 
     # -- creating and reopening ------------------------------------------------------------
     def state(self, fingerprint: dict) -> str:
@@ -52,6 +53,7 @@ class ZarrSegmentation:
             info = dict(zarr.open_group(str(self.path), mode="r").attrs).get("segmentation", {})
         except Exception:  # not a zarr group at all: treat as a foreign output
             return "different"
+        self.recorded_fingerprint = dict(info.get("fingerprint") or {})
         if info.get("fingerprint") != fingerprint:
             return "different"
         return "complete" if info.get("complete") else "resumable"
@@ -136,5 +138,11 @@ def check_resumable(output: ZarrSegmentation, fingerprint: dict, overwrite: bool
         return False
     if state == "resumable":
         return True
-    what = "a finished segmentation" if state == "complete" else "an output of another run (different input, model or settings)"
+    if state == "complete":
+        what = "a finished segmentation"
+    else:
+        changed = sorted(k for k in set(fingerprint) | set(output.recorded_fingerprint) if fingerprint.get(k) != output.recorded_fingerprint.get(k))
+        what = "an output of another run (different input, model or settings"
+        what += f": {', '.join(changed)} changed" if output.recorded_fingerprint else ""
+        what += "; an input changed since an unfinished run cannot be resumed, its statistics and finished blocks are stale)"
     raise EMDataError(f"{output.path}: already holds {what}; pass --overwrite to replace it.")

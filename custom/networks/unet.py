@@ -117,6 +117,15 @@ class UNet(nn.Module):
             self.encoder.append(block)
         self.decoder = UNetDecoder(spatial_dims, channels, self.strides, kernel_sizes, out_channels, norm, act, dropout)
 
+    @property
+    def downsampling(self) -> tuple[int, ...]:
+        """Total downsampling per spatial axis: window sizes must be multiples of it."""
+        total = [1] * self.spatial_dims
+        for stride in self.strides:
+            per_axis = (stride,) * self.spatial_dims if isinstance(stride, int) else tuple(stride)
+            total = [t * int(s) for t, s in zip(total, per_axis)]
+        return tuple(total)
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features of every level, from full resolution to the bottleneck."""
         features = []
@@ -131,3 +140,21 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+def check_window_size(network: nn.Module, size: Sequence[int], option: str = "patch_size") -> None:
+    """Refuse a patch / window ``size`` (spatial axes, last ones counted) that a U-Net inside ``network``
+    cannot downsample evenly, naming ``option`` and the nearest valid sizes; before any training."""
+    unet = next((m for m in network.modules() if isinstance(m, UNet)), None)
+    if unet is None:
+        return
+    factors = unet.downsampling
+    size = [int(s) for s in size][-len(factors):]
+    if all(s % f == 0 for s, f in zip(size, factors)):
+        return
+    below = [max(f, s // f * f) for s, f in zip(size, factors)]
+    above = [-(-s // f) * f for s, f in zip(size, factors)]
+    raise ValueError(
+        f"{option} {size} is not divisible by the network's downsampling {list(factors)} per axis; "
+        f"use e.g. {below} or {above}."
+    )

@@ -2,6 +2,7 @@
 
 from .instances import InstanceTargetsd, InstancesFromMapsd
 from .intensity import HistogramMatchd
+from .loading import LoadEMVolumed
 from .spatial import CropFractiond, ResampleToPixelSized, uses_target_labels
 from .validation import ValidateVolumed
 
@@ -9,6 +10,7 @@ __all__ = [
     "CropFractiond",
     "HistogramMatchd",
     "InstanceTargetsd",
+    "LoadEMVolumed",
     "ResampleToPixelSized",
     "ValidateVolumed",
     "InstancesFromMapsd",

@@ -36,15 +36,23 @@ def fetch_registered(name: str, base_url: str, root: str | os.PathLike, download
             f"{folder}: {len(missing)} of {len(files)} files missing (e.g. {missing[0]}); "
             f"run `python scripts/prepare_data.py download --root {root}` or pass download=True."
         )
+    corrupt = [f for f in files if f not in missing and not pooch.hashes.hash_matches(str(folder / f), files[f])]
+    if corrupt and not download:
+        raise EMDataError(
+            f"{folder / corrupt[0]}: corrupt or not the expected file (its checksum differs from the registered "
+            f"{files[corrupt[0]]}){f'; {len(corrupt) - 1} more like it' if len(corrupt) > 1 else ''}. Replace it with "
+            f"the original, or delete it and run `python scripts/prepare_data.py download --root {root}`."
+        )
     fetcher = pooch.create(path=folder, base_url=base_url, registry=files, retry_if_failed=2)
     for relative in files:
         try:
             fetcher.fetch(relative)
-        except ValueError as err:  # checksum mismatch
+        except ValueError as err:  # checksum mismatch of the downloaded file
             raise EMDataError(f"{folder / relative}: checksum mismatch ({err}); delete the file and download again.") from err
         except Exception as err:  # network errors come in many types (requests, urllib3, OSError)
+            why = f"the local copy {folder / relative} is corrupt, and " if relative in corrupt else ""
             raise EMDataError(
-                f"could not download {base_url}{relative} ({type(err).__name__}: {err}). Check the network "
+                f"{why}could not download {base_url}{relative} ({type(err).__name__}: {err}). Check the network "
                 f"connection or copy the dataset to {folder} by hand."
             ) from err
     return folder
