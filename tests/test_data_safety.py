@@ -143,19 +143,21 @@ def test_a_later_write_removes_the_temporary_folder_a_killed_write_left(tmp_path
 def test_overrides_that_name_no_key_or_have_the_wrong_type_are_refused():
     config = {"max_epochs": 10, "patch_size": [256, 256], "resume": False, "network_def": {"channels": [16, 32]}, "adaptation": None, "lr": 0.001}
     check_overrides(config, {"max_epochs": "3", "patch_size": "[64,64]", "resume": "true", "network_def#channels": "[8,16]", "adaptation": "@x", "lr": "1e-4", "config_file": "a.json"})
+    check_overrides(config, {"max_epoch": "1"})  # a loud warning by default
+    with pytest.raises(BundleOverrideError, match="did you mean --max_epochs"):
+        check_overrides(config, {"max_epoch": "1"}, strict=True)
     for overrides, match in [
-        ({"max_epoch": "1"}, "did you mean --max_epochs"),
         ({"max_epochs": "abc"}, "expects an integer"),
         ({"max_epochs": "1.5"}, "expects an integer"),
         ({"patch_size": "64"}, "expects a list"),
-        ({"network_def#chanels": "[4]"}, "did you mean --network_def#channels"),
     ]:
         with pytest.raises(BundleOverrideError, match=match):
             check_overrides(config, overrides)
+    with pytest.raises(BundleOverrideError, match="did you mean --network_def#channels"):
+        check_overrides(config, {"network_def#chanels": "[4]"}, strict=True)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--max_epoch", "1"], "--max_epoch is not a key of this bundle's configs, so it would be ignored; did you mean --max_epochs?"),
     (["--max_epochs", "abc"], "--max_epochs expects an integer (default 10), got 'abc'."),
     (["--patch_size", "[60,60]"], "--patch_size [60, 60] is not divisible by the network's downsampling [8, 8] per axis; use e.g. [56, 56] or [64, 64]."),
 ])
@@ -164,6 +166,11 @@ def test_bundle_run_ends_with_one_clear_line_for_a_bad_override(tmp_path, synthe
         run_bundle(["train.json"], tmp_path, "--dataset_dir", str(synthetic_dir), *args)
     assert failed.value.args[0].rstrip().endswith(message)
     assert not (tmp_path / "models").exists()
+
+
+def test_bundle_run_warns_loudly_about_an_override_that_names_no_key(tmp_path, synthetic_dir):
+    result = run_bundle(["train.json"], tmp_path, "--dataset_dir", str(synthetic_dir), "--max_epoch", "1", "--max_epochs", "1", "--iterations_per_epoch", "1", "--patch_size", "[64,64]", "--batch_size", "2")
+    assert "WARNING: --max_epoch is not a key of this bundle's configs, so it is ignored; did you mean --max_epochs?" in result.stderr
 
 
 # -- 8 and 16. empty datalist lists ------------------------------------------------------------

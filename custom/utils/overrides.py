@@ -85,9 +85,10 @@ def _type_error(key: str, default: Any, value: Any, raw: str) -> str | None:
     return f"--{key} expects {kind} (default {default!r}), got {raw!r}."
 
 
-def check_overrides(config: dict, overrides: dict[str, str]) -> None:
-    """Raise ``BundleOverrideError`` for the first override that names no key of ``config`` (with the
-    closest keys) or whose value the key's default type cannot take."""
+def check_overrides(config: dict, overrides: dict[str, str], strict: bool = False) -> None:
+    """Raise ``BundleOverrideError`` for the first override whose value the key's default type cannot
+    take; an override that names no key of ``config`` is a loud warning naming the closest keys (an
+    error with ``strict``: scripts and tests still pass keys that only some config combinations read)."""
     for key, raw in overrides.items():
         if key in RUN_ARGUMENTS:
             continue
@@ -95,7 +96,11 @@ def check_overrides(config: dict, overrides: dict[str, str]) -> None:
         if not found:
             close = difflib.get_close_matches(key, _all_ids(config), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join('--' + c for c in close)}?" if close else "; see the bundle's configs for the keys it reads."
-            raise BundleOverrideError(f"--{key} is not a key of this bundle's configs, so it would be ignored{hint}")
+            message = f"--{key} is not a key of this bundle's configs, so it is ignored{hint}"
+            if strict:
+                raise BundleOverrideError(message)
+            print(f"WARNING: {message}", file=sys.stderr)
+            continue
         why = _type_error(key, default, _literal(raw), raw)
         if why:
             raise BundleOverrideError(why)
