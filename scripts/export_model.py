@@ -21,7 +21,7 @@ from monai.bundle import ckpt_export, onnx_export
 
 from custom.engines.utils import CheckpointError
 from custom.inference.from_bundle import load_bundle_network
-from custom.networks import UNet, check_window_size
+from custom.networks import check_window_size, network_downsampling
 from custom.utils.io import atomic_path, check_distinct_from_inputs, check_output_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +115,7 @@ def onnx(checkpoint: str, output: str, bundle: str = str(BUNDLE), input_shape: s
 
 
 def _factors(network: torch.nn.Module) -> tuple[int, ...]:
-    unet = next((m for m in network.modules() if isinstance(m, UNet)), None)
-    return unet.downsampling if unet is not None else (1,) * getattr(network, "spatial_dims", 2)
+    return network_downsampling(network) or (1,) * getattr(network, "spatial_dims", 2)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ from typing import Any
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
-from monai.utils import set_determinism
-
-MAX_SEED = 2**32
+from monai.utils import MAX_SEED, set_determinism
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

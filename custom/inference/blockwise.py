@@ -76,6 +76,13 @@ def merge_moments(moments: np.ndarray, source: str) -> dict:
 PROB_DTYPES = ("uint8", "float16")
 
 
+def check_prob_dtype(dtype: str) -> str:
+    """``dtype`` when it is one of ``PROB_DTYPES``, else ``ValueError`` naming them."""
+    if dtype not in PROB_DTYPES:
+        raise ValueError(f"prob_dtype must be one of {PROB_DTYPES}, got {dtype!r}.")
+    return dtype
+
+
 def check_block_shape(block_shape: Sequence[int] | int | str) -> tuple[int, int, int]:
     """``block_shape`` as three positive integers (Z, Y, X), or ``ValueError`` saying what was given."""
     values = [block_shape] if isinstance(block_shape, (int, str)) else list(block_shape)
@@ -118,11 +125,9 @@ def _prefetched(volume: LazyVolume, blocks: Sequence[Block], workers: int) -> It
 
 def quantize_probability(prob: np.ndarray, dtype: str) -> np.ndarray:
     """uint8 (p x 255, rounded) or float16 probability."""
-    if dtype == "uint8":
+    if check_prob_dtype(dtype) == "uint8":
         return np.rint(prob * 255).astype(np.uint8)
-    if dtype == "float16":
-        return prob.astype(np.float16)
-    raise ValueError(f"prob_dtype must be one of {PROB_DTYPES}, got {dtype!r}.")
+    return prob.astype(np.float16)
 
 
 def _output_files(output: Path, instances: bool) -> dict[str, Path]:
@@ -158,12 +163,11 @@ def segment_volume(
     start = time.perf_counter()
     output = check_writable_suffix(output)
     block_shape = check_block_shape(block_shape)
-    if prob_dtype not in PROB_DTYPES:
-        raise ValueError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}.")
+    check_prob_dtype(prob_dtype)
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     as_zarr = _suffix(output) in ZARR_SUFFIXES
     files = {} if as_zarr else _output_files(output, instances)
-    written = [output, ZarrSegmentation(output).progress_dir] if as_zarr else list(files.values())
+    written = [ZarrSegmentation(output).progress_dir] if as_zarr else list(files.values())
     check_distinct_from_inputs([output, *written], [volume.path])
     try:
         blocks = sliding_window_blocks(volume.shape, predictor.volume_roi, predictor.overlap, block_shape)

@@ -40,20 +40,24 @@ class ZarrSegmentation:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.progress_dir = self.path.with_name(self.path.name + ".progress")
-        self.recorded_fingerprint: dict = {}
 
     # -- creating and reopening ------------------------------------------------------------
-    def state(self, fingerprint: dict) -> str:
-        """'absent', 'complete', 'resumable' (same fingerprint, unfinished) or 'different'."""
+    def recorded(self) -> dict | None:
+        """The ``segmentation`` attribute of an existing result ({} when it has none), None when absent or not zarr."""
         import zarr
 
         if not self.path.exists():
-            return "absent"
+            return None
         try:
-            info = dict(zarr.open_group(str(self.path), mode="r").attrs).get("segmentation", {})
-        except Exception:  # not a zarr group at all: treat as a foreign output
-            return "different"
-        self.recorded_fingerprint = dict(info.get("fingerprint") or {})
+            return dict(dict(zarr.open_group(str(self.path), mode="r").attrs).get("segmentation", {}))
+        except Exception:  # not a zarr group at all: a foreign output
+            return None
+
+    def state(self, fingerprint: dict) -> str:
+        """'absent', 'complete', 'resumable' (same fingerprint, unfinished) or 'different'."""
+        info = self.recorded()
+        if info is None:
+            return "absent" if not self.path.exists() else "different"
         if info.get("fingerprint") != fingerprint:
             return "different"
         return "complete" if info.get("complete") else "resumable"
@@ -141,8 +145,9 @@ def check_resumable(output: ZarrSegmentation, fingerprint: dict, overwrite: bool
     if state == "complete":
         what = "a finished segmentation"
     else:
-        changed = sorted(k for k in set(fingerprint) | set(output.recorded_fingerprint) if fingerprint.get(k) != output.recorded_fingerprint.get(k))
+        recorded = (output.recorded() or {}).get("fingerprint") or {}
+        changed = sorted(k for k in set(fingerprint) | set(recorded) if fingerprint.get(k) != recorded.get(k))
         what = "an output of another run (different input, model or settings"
-        what += f": {', '.join(changed)} changed" if output.recorded_fingerprint else ""
+        what += f": {', '.join(changed)} changed" if recorded else ""
         what += "; an input changed since an unfinished run cannot be resumed, its statistics and finished blocks are stale)"
     raise EMDataError(f"{output.path}: already holds {what}; pass --overwrite to replace it.")

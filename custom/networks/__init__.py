@@ -3,7 +3,7 @@
 from .domain_classifier import DomainClassifier
 from .norms import batch_norms
 from .two_stream import TwoStreamUNet
-from .unet import UNet, UNetDecoder, check_window_size
+from .unet import UNet, UNetDecoder, check_window_size, network_downsampling
 from .ynet import YNet, reconstruction_decoder_like
 
-__all__ = ["DomainClassifier", "batch_norms", "TwoStreamUNet", "UNet", "UNetDecoder", "check_window_size", "YNet", "reconstruction_decoder_like"]
+__all__ = ["DomainClassifier", "batch_norms", "TwoStreamUNet", "UNet", "UNetDecoder", "check_window_size", "network_downsampling", "YNet", "reconstruction_decoder_like"]

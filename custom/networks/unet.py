@@ -142,13 +142,18 @@ class UNet(nn.Module):
         return self.decode(self.encode(x))
 
 
+def network_downsampling(network: nn.Module) -> tuple[int, ...] | None:
+    """The total downsampling per spatial axis of the first U-Net inside ``network`` (None without one)."""
+    unet = next((m for m in network.modules() if isinstance(m, UNet)), None)
+    return unet.downsampling if unet is not None else None
+
+
 def check_window_size(network: nn.Module, size: Sequence[int], option: str = "patch_size") -> None:
     """Refuse a patch / window ``size`` (spatial axes, last ones counted) that a U-Net inside ``network``
     cannot downsample evenly, naming ``option`` and the nearest valid sizes; before any training."""
-    unet = next((m for m in network.modules() if isinstance(m, UNet)), None)
-    if unet is None:
+    factors = network_downsampling(network)
+    if factors is None:
         return
-    factors = unet.downsampling
     size = [int(s) for s in size][-len(factors):]
     if all(s % f == 0 for s, f in zip(size, factors)):
         return

@@ -1,4 +1,4 @@
-"""Checking ``python -m monai.bundle run`` overrides: a typo'd key or a value of the wrong type is an error.
+"""Checking ``python -m monai.bundle run`` overrides: a value of the wrong type is an error, a typo'd key a loud warning.
 
 MONAI's ``run`` accepts any ``--key value`` and adds unknown keys to the config silently, so
 ``--max_epoch 1`` (for ``max_epochs``) trains with the default, and ``--max_epochs abc`` fails deep in
@@ -17,7 +17,7 @@ RUN_ARGUMENTS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "l
 
 
 class BundleOverrideError(ValueError):
-    """An override that names no config key, or gives a value the key's default cannot take."""
+    """An override whose value the key's default cannot take (or, when checked strictly, that names no config key)."""
 
 
 def _cli_overrides(argv: Sequence[str]) -> dict[str, str]:
@@ -110,9 +110,8 @@ def check_bundle_overrides(argv: Sequence[str] | None = None) -> None:
     """Check the overrides of the running ``python -m monai.bundle run`` command against its config files.
 
     Does nothing when this process is not such a command (MONAI Label, a script building the
-    parser itself), since then there is no command line to check. A bad override ends the process
-    with exit code 2 and one line on stderr, before anything is built (MONAI would otherwise bury
-    the message under "Failed to evaluate ConfigExpression").
+    parser itself), since then there is no command line to check. An override of the wrong type ends
+    the process with exit code 2 and one line on stderr (``exit_on_error``), before anything is built.
     """
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] != "run" or "monai/bundle" not in argv[0].replace("\\", "/"):
@@ -123,11 +122,7 @@ def check_bundle_overrides(argv: Sequence[str] | None = None) -> None:
     files = _literal(overrides.get("config_file", "[]"))
     files = [files] if isinstance(files, str) else list(files)
     config = ConfigParser.load_config_files(files) if files else {}
-    try:
-        check_overrides(dict(config), overrides)
-    except BundleOverrideError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_error(check_overrides, dict(config), overrides)
 
 
 def exit_on_error(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
