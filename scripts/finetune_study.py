@@ -129,7 +129,8 @@ class Study:
         eval_dir = root / "eval"
         run_bundle_logged(
             [CONFIGS / "inference.json", CONFIGS / "evaluate.json"], root, root / "logs" / "eval.log", env=self.env,
-            **self._common(seed), checkpoint=str(checkpoint), eval_dir=str(eval_dir), roi_size=[self.budget["patch"]] * 2,
+            dataset_dir=str(self.data_root), pixel_size_nm=self.budget["pixel_size_nm"], checkpoint=str(checkpoint), eval_dir=str(eval_dir),
+            roi_size=[self.budget["patch"]] * 2,
         )
         metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
         result = {

@@ -5,6 +5,7 @@
     python scripts/prepare_data.py membranes ../shared/data data/prepared_membranes
     python scripts/prepare_data.py nuclei ../shared/data data/prepared_nuclei
     python scripts/prepare_data.py mito_instances ../shared/data data/prepared_mito_instances
+    python scripts/prepare_data.py pair --source src.tif --source-labels src_mask.tif --target tgt.tif --out-dir data/my_pair
 
 ``from_dir`` writes ``volumes/<domain>/`` (whole volumes and x-splits with spacing) and one folder
 per adaptation direction (``vnc_to_fafb/``, ``fafb_to_vnc/``) holding ``datalist.json``; pass that
@@ -12,7 +13,8 @@ folder as the bundle's ``--dataset_dir``. ``membranes`` does the same for the me
 VNC stack 1 membranes as the labelled source, the unlabelled VNC stack 2 (or, with
 ``--target isbi2012``, the ISBI 2012 training volume, labelled) as the target. ``nuclei`` and
 ``mito_instances`` write 2D instance datasets (``custom.data.instance_data``) for the
-``nuclei_instances`` bundle.
+``nuclei_instances`` bundle. ``pair`` prepares any two volumes of your own (a labelled source and a
+target, labelled or not) the same way.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from custom.data.datasets import (
     mito_pair_spacing_nm,
     split_ids,
 )
-from custom.data.readers import EMDataError
+from custom.data.readers import EMDataError, read_label, read_volume
 from custom.utils.io import atomic_path, check_distinct_from_inputs
 
 DOWNLOADERS = {
@@ -119,6 +121,65 @@ def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_me
     return _report(out, [direction])
 
 
+def _spacing(text: str | tuple | None, option: str) -> tuple[float, float, float] | None:
+    """A ``z,y,x`` option (nm) as three positive numbers, None when not given."""
+    if text is None:
+        return None
+    values = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        spacing = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) != 3 or not all(v > 0 for v in spacing):
+        raise EMDataError(f"--{option} must be three positive numbers z,y,x in nm (e.g. 50,4.6,4.6), got {text!r}.")
+    return spacing  # type: ignore[return-value]
+
+
+def _read_domain(image: str, labels: str | None, spacing: str | tuple | None, role: str):
+    """(image, binary labels or None, spacing) of one domain; a spacing neither in the file nor given is an error."""
+    given = _spacing(spacing, f"{role}-spacing")
+    volume, file_spacing = read_volume(image, spacing=given)
+    if file_spacing is None:
+        raise EMDataError(f"{image}: the {role} volume has no spacing metadata; pass --{role}-spacing z,y,x (nm).")
+    mask = read_label(labels, spacing=file_spacing)[0] if labels else None
+    return volume, mask, file_spacing
+
+
+def pair(
+    source: str,
+    target: str,
+    out_dir: str,
+    source_labels: str | None = None,
+    target_labels: str | None = None,
+    source_spacing: str | None = None,
+    target_spacing: str | None = None,
+    force: bool = False,
+) -> str:
+    """Prepare your own pair: a labelled ``source`` volume and a ``target`` volume from another microscope.
+
+    Any format the readers take (TIFF stack, folder of sections, NIfTI, MHA/NRRD, zarr). Labels are
+    binarised (any non-zero value is foreground). ``--*-spacing z,y,x`` (nm) gives a pixel size the
+    file lacks (or replaces a wrong one). ``target_labels`` are optional and only ever give the target
+    test region's scores; an unlabelled target gets no label entries, so evaluation refuses to run
+    on it. Writes ``out_dir/source_to_target/datalist.json`` (the bundle's ``--dataset_dir``).
+    """
+    if not source_labels:
+        raise EMDataError("--source-labels is required: the source volume's labels are what the model learns from.")
+    inputs = [p for p in (source, source_labels, target, target_labels) if p]
+    out = Path(out_dir)
+    direction = "source_to_target"
+    with _building(out, inputs, force, [direction]) as tmp:
+        if tmp is None:
+            return str(out)
+        image, label, spacing = _read_domain(source, source_labels, source_spacing, "source")
+        target_image, target_label, target_spacing_nm = _read_domain(target, target_labels, target_spacing, "target")
+        volumes = tmp / "volumes"
+        write_domain(volumes / "source", image, label, spacing)
+        write_domain(volumes / "target", target_image, target_label, target_spacing_nm)
+        write_direction_datalist(tmp / direction, volumes / "source", volumes / "target", direction)
+    return _report(out, [direction])
+
+
 def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nuclei", force: bool = False) -> str:
     """DSB 2018 nuclei as a 2D instance dataset: 80/20 train/test split by id (seed 0), 10 % of the
     training ids held out for validation (seed 1)."""
@@ -155,7 +216,7 @@ def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepar
 
 
 @contextlib.contextmanager
-def _building(out: Path, data_dir: str, force: bool, directions: list[str], spacing_nm: dict | None = None) -> Iterator[Path | None]:
+def _building(out: Path, data_dir: str | list[str], force: bool, directions: list[str], spacing_nm: dict | None = None) -> Iterator[Path | None]:
     """Yield a temporary folder beside ``out`` to build the prepared dataset in, or None to keep ``out``.
 
     Refuses, before anything is written, an ``out`` that is, holds or lies inside ``data_dir`` and an
@@ -164,7 +225,8 @@ def _building(out: Path, data_dir: str, force: bool, directions: list[str], spac
     folder is refused unless ``force``. The new result, marker included, replaces ``out`` only when
     complete: a failed (or forced) build never leaves a partial folder or costs the old one.
     """
-    check_distinct_from_inputs(out, [data_dir])
+    inputs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+    check_distinct_from_inputs(out, inputs)
     if out.exists() and not out.is_dir():
         raise EMDataError(f"{out}: is a file, not a folder; choose another out_dir for the prepared dataset.")
     marker = out / MARKER
@@ -180,7 +242,7 @@ def _building(out: Path, data_dir: str, force: bool, directions: list[str], spac
     with atomic_path(out, overwrite=True) as tmp:
         tmp.mkdir()
         yield tmp
-        record = {"data_dir": str(Path(data_dir).resolve()), "directions": directions}
+        record = {"data_dir": [str(Path(d).resolve()) for d in inputs] if len(inputs) > 1 else str(Path(inputs[0]).resolve()), "directions": directions}
         if spacing_nm is not None:
             record["spacing_nm"] = spacing_nm
         (tmp / MARKER).write_text(json.dumps(record))
@@ -193,7 +255,8 @@ def _report(out: Path, directions: list[str]) -> str:
 
 def main() -> None:
     try:
-        fire.Fire({"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes, "nuclei": nuclei, "mito_instances": mito_instances})
+        commands = {"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes, "nuclei": nuclei, "mito_instances": mito_instances, "pair": pair}
+        fire.Fire(commands, serialize=lambda _: None)  # each command prints what it did; its return value is for Python callers
     except (EMDataError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -43,6 +43,7 @@ def test_prepare_data_layout_split_and_idempotence(prepared, shared_data, tmp_pa
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert again.returncode == 0 and "already prepared" in again.stdout
+    assert str(prepared) not in again.stdout.splitlines()  # the path is said once, in a sentence, not echoed again by fire
     stale = tmp_path / "stale"  # prepared when the FAFB crops were taken as 4 nm: refused, not reused
     stale.mkdir()
     marker = json.loads((prepared / "prepared.json").read_text())

@@ -19,6 +19,8 @@ import tifffile
 from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
+from custom.utils.errors import UserInputError
+
 Spacing = tuple[float, float, float]
 
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
@@ -28,7 +30,7 @@ ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 _UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "\\u00B5m": 1e3, "micron": 1e3, "mm": 1e6, "m": 1e9}
 
 
-class EMDataError(ValueError):
+class EMDataError(UserInputError):
     """Bad input data: the message names the file and what was expected."""
 
 

@@ -7,6 +7,8 @@ import os
 import torch
 from torch import nn
 
+from custom.utils.errors import UserInputError
+
 
 def trainable_parameters(*modules: nn.Module | None, freeze_encoder: bool = False) -> list[nn.Parameter]:
     """Parameters of ``modules`` that require gradients, each once (shared submodules are deduplicated).
@@ -28,7 +30,7 @@ def trainable_parameters(*modules: nn.Module | None, freeze_encoder: bool = Fals
     return params
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint that is missing, not a PyTorch state dict, or of another network: the message says which."""
 
 

@@ -36,7 +36,8 @@ class ResampleToPixelSized(Spacingd):
             if meta.get("spacing_known") is False:
                 raise EMDataError(
                     f"{meta.get('filename_or_obj', key)}: spacing unknown, cannot resample to {self.pixel_size_nm} nm; "
-                    "give the reader spacing=(z, y, x) in nm or set pixel_size_nm to 0."
+                    "pass the image's spacing in nm (bundle runs: --input_spacing_nm \"[z, y, x]\"; readers: spacing=(z, y, x)) "
+                    "or set pixel_size_nm to 0 to segment it unresampled."
                 )
         return super().__call__(data, lazy=lazy)
 
