@@ -8,7 +8,9 @@ Input: TIFF stack, folder of TIFF/PNG sections, NIfTI or zarr (read lazily, bloc
 ``.zarr`` (OME-Zarr: probability, ``labels/mask``, optional ``labels/instances``; resumable after a
 crash, shared by torchrun ranks) or, for small volumes, ``.tif``/``.nii.gz`` (``<stem>_prob``,
 ``<stem>_mask``). The model, window (roi, overlap) and pixel size come from the bundle's
-``configs/inference.json``; ``--roi-size``, ``--sw-batch-size`` etc. override them.
+``configs/inference.json``; ``--roi-size``, ``--sw-batch-size`` etc. override them. An input whose
+pixel size differs from the model's is segmented at the model's pixel size with ``--resample`` (and
+written back on the input's grid); without spacing metadata, ``--input-spacing z,y,x`` (nm) gives it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from custom.data.lazy import open_volume
-from custom.inference import segment_volume
+from custom.inference import ResampledPredictor, segment_volume
 from custom.inference.from_bundle import file_digest, load_bundle_predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,16 +47,34 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), world, device
 
 
-def _spacing_warning(volume_spacing, pixel_size_nm: float) -> None:
+def _output_spacing(volume_spacing, pixel_size_nm: float, resample: bool) -> tuple[tuple[float, float, float], str | None]:
+    """The spacing to record in the outputs and, when it is assumed rather than read, why (logged and recorded)."""
+    if volume_spacing is not None:
+        return tuple(volume_spacing), None
+    if resample:
+        raise ValueError("--resample needs the input's pixel size, but the input has no spacing metadata; pass --input-spacing z,y,x (nm).")
+    note = (
+        f"the input has no spacing metadata: assumed to be at the model's {pixel_size_nm:g} nm pixel size in-plane, and {pixel_size_nm:g} nm "
+        "along z; pass --input-spacing z,y,x (nm) to segment and record the real one."
+    )
+    logger.warning(note)
+    return (pixel_size_nm,) * 3, note
+
+
+def _resampled(predictor, volume_spacing, pixel_size_nm: float, resample: bool):
+    """``predictor`` run at the model's pixel size with ``resample``; else a warning when the in-plane pixel size differs by more than 5 %."""
     if volume_spacing is None:
-        logger.warning("the input has no spacing metadata; assuming it is at the model's %.2f nm pixel size.", pixel_size_nm)
-        return
-    in_plane = volume_spacing[1:]
-    if any(abs(s - pixel_size_nm) > 0.05 * pixel_size_nm for s in in_plane):
+        return predictor
+    zoom = [s / pixel_size_nm for s in volume_spacing[1:]]
+    if resample:
+        logger.info("resampling in-plane by %s to the model's %.2f nm pixel size; outputs stay on the input grid.", [round(z, 4) for z in zoom], pixel_size_nm)
+        return ResampledPredictor(predictor, zoom)
+    if any(abs(z - 1) > 0.05 for z in zoom):
         logger.warning(
-            "input pixel size %s nm differs from the model's %.2f nm by more than 5%%: resample the volume first "
-            "(scripts/prepare_data.py) or pass --input-spacing if the metadata is wrong.", in_plane, pixel_size_nm,
+            "input pixel size %s nm differs from the model's %.2f nm by more than 5%%: pass --resample to segment at the model's "
+            "pixel size (outputs stay on the input grid), or --input-spacing z,y,x if the metadata is wrong.", list(volume_spacing[1:]), pixel_size_nm,
         )
+    return predictor
 
 
 def run(
@@ -74,6 +94,8 @@ def run(
     threshold: float | None = None,
     prob_dtype: str = "uint8",
     instances: bool = False,
+    min_size: int = 50,
+    resample: bool = False,
     input_spacing: tuple[float, float, float] | None = None,
     zarr_key: str | None = None,
     num_workers: int = 1,
@@ -88,6 +110,9 @@ def run(
     windows through ONNX Runtime on CPU (exported once at start; needs the ``export`` extra). ``block_shape`` is the core block
     (Z, Y, X) read at once (plus a halo of roi - stride); peak memory grows with it, not with the volume.
     ``config_overrides`` sets other ``inference.json`` ids, e.g. ``'{"network_def#channels": [8, 16, 32]}'``.
+    ``instances`` labels connected components of at least ``min_size`` voxels (default 50, as one-pixel
+    specks of a noisy mask are not objects; 0 keeps all). ``resample`` segments at the model's pixel
+    size an input whose in-plane pixel size differs (outputs keep the input grid and spacing).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rank, world, device = _init_distributed(device)
@@ -97,11 +122,13 @@ def run(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
             overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], tta_rot90=tta_rot90 or None, backend=backend, **(config_overrides or {}),
         )
-        _spacing_warning(volume.spacing, float(parser["pixel_size_nm"]))
+        pixel_size_nm = float(parser["pixel_size_nm"])
+        spacing, spacing_note = _output_spacing(volume.spacing, pixel_size_nm, resample)
         summary = segment_volume(
-            volume, predictor, output, block_shape=block_shape,
-            threshold=parser["threshold"] if threshold is None else threshold, prob_dtype=prob_dtype, instances=instances,
+            volume, _resampled(predictor, volume.spacing, pixel_size_nm, resample), output, block_shape=block_shape,
+            threshold=parser["threshold"] if threshold is None else threshold, prob_dtype=prob_dtype, instances=instances, min_size=min_size,
             overwrite=overwrite, num_workers=num_workers, model_id=file_digest(checkpoint or parser.get_parsed_content("checkpoint")),
+            spacing=spacing, spacing_note=spacing_note,
         )
     finally:
         if world > 1 and dist.is_initialized():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from custom.data.lazy import open_volume
 from custom.data.writers import write_volume
 from custom.inference import (
     AugmentedWindowInferer,
+    ResampledPredictor,
     VolumePredictor,
     WindowNetwork,
     label_instances,
@@ -80,7 +82,9 @@ def test_segment_volume_equals_plain_monai(tmp_path, channels_last):
     net = UNet(2, channels=(4, 8, 16)).eval()
     reference = _plain_monai_probability(volume, net, (32, 48), 0.25)
     predictor = VolumePredictor(net, 2, (32, 48), overlap=0.25, sw_batch_size=7, channels_last=channels_last)
-    summary = segment_volume(open_volume(tmp_path / "in.tif"), predictor, tmp_path / "out.zarr", block_shape=(2, 40, 40), prob_dtype="float16", progress=False)
+    summary = segment_volume(
+        open_volume(tmp_path / "in.tif"), predictor, tmp_path / "out.zarr", block_shape=(2, 40, 40), prob_dtype="float16", progress=False, spacing=(50.0, 5.0, 5.0)
+    )
     root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     prob = root["probability"][...].astype(np.float32)
     assert summary["blocks"] > 4 and root.attrs["segmentation"]["complete"]
@@ -88,6 +92,7 @@ def test_segment_volume_equals_plain_monai(tmp_path, channels_last):
     certain = np.abs(reference - 0.5) > 1e-4
     np.testing.assert_array_equal(root["labels/mask/0"][...][certain], (reference > 0.5)[certain])
     assert root.attrs["multiscales"][0]["datasets"][0]["path"] == "probability"
+    assert root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [50.0, 5.0, 5.0]
 
 
 def test_segment_volume_3d_anisotropic_roi(tmp_path):
@@ -129,7 +134,7 @@ def test_killed_run_resumes_and_skips_finished_blocks(tmp_path):
     volume = _volume((4, 64, 64), seed=2)
     tifffile.imwrite(tmp_path / "in.tif", volume)
     predictor = VolumePredictor(UNet(2, channels=(4, 8)).eval(), 2, (32, 32))
-    lazy = open_volume(tmp_path / "in.tif")
+    lazy = open_volume(tmp_path / "in.tif", spacing=(50.0, 5.0, 5.0))
     kwargs = {"block_shape": (1, 32, 32), "progress": False, "num_workers": 0}
     with pytest.raises(_Crash):
         segment_volume(lazy, _CrashAfter(predictor, 5), tmp_path / "out.zarr", **kwargs)
@@ -151,12 +156,29 @@ def test_blockwise_instances_match_whole_volume_labelling():
     mask = (rng.random((9, 40, 40)) > 0.6).astype(np.uint8)
     cores = [b.core for b in sliding_window_blocks(mask.shape, (1, 8, 8), 0.0, (3, 8, 16))]
     labels = np.zeros(mask.shape, np.uint32)
-    count = label_instances(mask, labels, cores)
+    count, removed = label_instances(mask, labels, cores)
     reference, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
-    assert count == n
+    assert (count, removed) == (n, 0)
     pairs = np.unique(np.stack([labels[mask > 0], reference[mask > 0]], 1), axis=0)
     assert len(pairs) == n  # a one-to-one relabelling
     assert set(np.unique(labels)) == set(range(n + 1))
+
+
+@pytest.mark.parametrize("min_size", [2, 5, 40])
+def test_blockwise_instances_drop_objects_smaller_than_min_size_counted_across_blocks(min_size):
+    import cc3d
+
+    rng = np.random.default_rng(4)
+    mask = (rng.random((9, 40, 40)) > 0.6).astype(np.uint8)
+    cores = [b.core for b in sliding_window_blocks(mask.shape, (1, 8, 8), 0.0, (3, 8, 16))]
+    labels = np.zeros(mask.shape, np.uint32)
+    count, removed = label_instances(mask, labels, cores, min_size=min_size)
+    reference, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
+    kept = cc3d.dust(reference, threshold=min_size, connectivity=6)
+    assert count == len(np.unique(kept)) - 1 and count + removed == n and removed > 0
+    np.testing.assert_array_equal(labels > 0, kept > 0)
+    pairs = np.unique(np.stack([labels[kept > 0], kept[kept > 0]], 1), axis=0)
+    assert len(pairs) == count and set(np.unique(labels)) == set(range(count + 1))
 
 
 def test_window_network_flip_tta_averages_flipped_predictions():
@@ -222,7 +244,7 @@ def test_lazy_readers_match_eager(tmp_path):
 def test_bad_input_gives_one_clear_error_and_no_output(tmp_path, make, match):
     predictor = VolumePredictor(_conv_net(2), 2, (32, 32), channels_last=False)
     with pytest.raises(EMDataError, match=match):
-        segment_volume(open_volume(make(tmp_path)), predictor, tmp_path / "out.zarr", progress=False)
+        segment_volume(open_volume(make(tmp_path)), predictor, tmp_path / "out.zarr", progress=False, spacing=(50.0, 5.0, 5.0))
     assert not (tmp_path / "out.zarr").exists()
 
 
@@ -290,3 +312,65 @@ def test_prefetching_keeps_only_the_blocks_in_flight():
         gc.collect()
         peak = max(peak, len(alive))
     assert peak <= 3  # the two read ahead (plus one being handed over)
+
+
+# -- the pixel size of inputs (issue #33, items 1, 2 and 7) -----------------------------------------
+def test_cli_records_the_spacing_it_assumed_and_the_one_given(tmp_path, checkpoint):
+    tifffile.imwrite(tmp_path / "in.tif", _volume((2, 64, 64)))
+    common = ["--checkpoint", checkpoint, "--device", "cpu", "--roi-size", "64,64"]
+    result = _segment_cli([str(tmp_path / "in.tif"), str(tmp_path / "assumed.zarr"), *common])
+    root = zarr.open_group(str(tmp_path / "assumed.zarr"), mode="r")
+    assert root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [5.0, 5.0, 5.0]  # the model's pixel size
+    assert root["labels/mask"].attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [5.0, 5.0, 5.0]
+    assert "assumed to be at the model's 5 nm" in root.attrs["segmentation"]["spacing_note"] and "--input-spacing" in result.stderr
+    _segment_cli([str(tmp_path / "in.tif"), str(tmp_path / "given.zarr"), *common, "--input-spacing", "40,4.6,4.6"])
+    root = zarr.open_group(str(tmp_path / "given.zarr"), mode="r")
+    assert root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [40.0, 4.6, 4.6]
+    assert "spacing_note" not in root.attrs["segmentation"]
+
+
+def test_resampled_predictor_keeps_the_input_grid_and_equals_whole_volume_resampling(tmp_path):
+    net = UNet(2, channels=(4, 8, 16)).eval()
+    volume = _volume((3, 90, 100), seed=6)
+    predictor = VolumePredictor(net, 2, (32, 32), overlap=0.25, channels_last=False)
+    resampled = ResampledPredictor(predictor, (0.6, 0.6))  # 3 nm input, 5 nm model
+    assert resampled.volume_roi == (1, 54, 54)
+    write_volume(tmp_path / "in.zarr", volume, (40.0, 3.0, 3.0))
+    segment_volume(open_volume(tmp_path / "in.zarr"), resampled, tmp_path / "out.zarr", block_shape=(1, 60, 60), prob_dtype="float16", progress=False)
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    prob = root["probability"][...].astype(np.float32)
+    assert prob.shape == volume.shape
+    assert root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [40.0, 3.0, 3.0]
+    normalised = (volume - volume.mean()) / volume.std()
+    reference = resampled(normalised.astype(np.float32))  # the whole volume resampled at once
+    assert np.abs(prob - reference).mean() < 0.01
+    x = torch.from_numpy(normalised.astype(np.float32))[:, None]
+    small = torch.nn.functional.interpolate(x, size=(54, 60), mode="bilinear", antialias=True)[:, 0].numpy()
+    assert predictor(small).shape == (3, 54, 60)  # what the model saw: the 5 nm grid
+    with pytest.raises(ValueError, match="two positive factors"):
+        ResampledPredictor(predictor, (0.0, 1.0))
+
+
+def test_cli_resample_needs_a_spacing_and_keeps_the_input_grid(tmp_path, checkpoint):
+    tifffile.imwrite(tmp_path / "in.tif", _volume((2, 96, 96)))
+    common = ["--checkpoint", checkpoint, "--device", "cpu", "--roi-size", "64,64", "--resample"]
+    result = _segment_cli([str(tmp_path / "in.tif"), str(tmp_path / "out.zarr"), *common], check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --resample needs the input's pixel size")
+    assert not (tmp_path / "out.zarr").exists()
+    summary = json.loads(_segment_cli([str(tmp_path / "in.tif"), str(tmp_path / "out.zarr"), *common, "--input-spacing", "40,4,4"]).stdout)
+    assert summary["spacing"] == [40.0, 4.0, 4.0]
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    assert root["probability"].shape == (2, 96, 96) and root.attrs["segmentation"]["fingerprint"]["resample_zoom"] == [0.8, 0.8]
+
+
+def test_cli_instances_drop_specks_below_min_size(tmp_path, checkpoint):
+    write_volume(tmp_path / "in.zarr", _volume((2, 64, 64), seed=7), (50.0, 5.0, 5.0))
+    common = ["--checkpoint", checkpoint, "--device", "cpu", "--roi-size", "64,64", "--instances", "--threshold", "0.5"]
+    every = json.loads(_segment_cli([str(tmp_path / "in.zarr"), str(tmp_path / "all.zarr"), *common, "--min-size", "0"]).stdout)
+    default = json.loads(_segment_cli([str(tmp_path / "in.zarr"), str(tmp_path / "default.zarr"), *common]).stdout)
+    assert every["instances_below_min_size"] == 0 and default["instances"] + default["instances_below_min_size"] == every["instances"]
+    labels = zarr.open_group(str(tmp_path / "default.zarr"), mode="r")["labels/instances/0"][...]
+    sizes = np.bincount(labels.ravel())[1:]
+    assert len(sizes) == default["instances"] and (sizes >= 50).all()
+    result = _segment_cli([str(tmp_path / "in.zarr"), str(tmp_path / "bad.zarr"), *common, "--min-size", "-3"], check=False)
+    assert result.returncode == 2 and "min_size must be a non-negative whole number" in result.stderr and not (tmp_path / "bad.zarr").exists()

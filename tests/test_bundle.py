@@ -37,8 +37,11 @@ def test_training_writes_loadable_checkpoints(trained_root):
 
 
 def test_inference_keeps_shape_and_spacing(trained_root, synthetic_dir):
-    run_bundle(["inference.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
+    result = run_bundle(["inference.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
     source_image = load_datalist(synthetic_dir, "target_volumes")[0]["image"]
+    console = result.stdout + result.stderr
+    assert "100%|" in console  # a progress bar over each volume's window batches
+    assert f"wrote {trained_root / 'prediction'}" in console and "_mask.tif" in console  # where the outputs went
     image, spacing = read_volume(source_image)
     stem = Path(source_image).name.split(".")[0]
     for fmt in ("tif", "nii.gz"):
@@ -50,14 +53,36 @@ def test_inference_keeps_shape_and_spacing(trained_root, synthetic_dir):
         np.testing.assert_array_equal(mask, (prob > 127).astype(np.uint8))
 
 
-def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir):
-    result = run_bundle(["inference.json", "evaluate.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
+def test_evaluation_writes_metrics_and_overlay(trained_root, synthetic_dir, tmp_path):
+    result = run_bundle(
+        ["inference.json", "evaluate.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]",
+        "--save_predictions", "true", "--output_dir", str(tmp_path / "masks"),
+    )  # fmt: skip
+    test_image = Path(load_datalist(synthetic_dir, "target_test")[0]["image"])
+    mask, _ = read_volume(tmp_path / "masks" / f"{test_image.name.split('.')[0]}_mask.tif")  # the evaluated volume's mask, same run
+    assert mask.shape == read_volume(test_image)[0].shape
     metrics = json.loads((trained_root / "eval" / "metrics.json").read_text())["metrics"]
     assert set(metrics) == {"iou", "dice", "miou", "mdice", "precision", "recall"}
     assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["mdice"] <= 1.0
     assert 0.0 <= metrics["iou"] <= metrics["dice"] <= 1.0
     assert "iou" in result.stdout + result.stderr
+    assert f"wrote {trained_root / 'eval' / 'metrics.json'}" in result.stdout + result.stderr
     assert list((trained_root / "eval").glob("*_overlay.png"))
+
+
+def test_logged_bundle_runs_show_their_log_and_progress_on_the_console(trained_root, synthetic_dir, tmp_path, capsys):
+    """#33 item 3: ``scripts/demo.py``'s steps print where their log is and the newest progress line."""
+    from custom.utils.bundle import latest_status, run_bundle_logged
+
+    log = tmp_path / "logs" / "inference.log"
+    configs = [BUNDLES / "em_mitochondria" / "configs" / "inference.json"]
+    run_bundle_logged(configs, trained_root, log, progress_every_s=0.5, dataset_dir=str(synthetic_dir), roi_size=[64, 64], output_dir=str(tmp_path / "pred"))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"  log: {log}" and printed[-1] == f"  {latest_status(log)}", printed
+    assert "100%|" in log.read_text()  # the window-batch bar went to the log, where the heartbeat reads it
+    (tmp_path / "bars.log").write_text("INFO - start\r 10%|#    | 1/10 [00:01<00:09]\r 20%|##   | 2/10 [00:02<00:08]\rINFO - done\n")
+    assert latest_status(tmp_path / "bars.log") == "20%|##   | 2/10 [00:02<00:08]"
+    assert latest_status(tmp_path / "missing.log") is None
 
 
 @pytest.mark.parametrize(

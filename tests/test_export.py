@@ -26,3 +26,16 @@ def test_export_matches_checkpoint(tmp_path, fmt, suffix):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert output.is_file() and "max |exported - checkpoint|" in result.stdout
+
+
+def test_onnx_export_without_onnxruntime_names_the_extra_to_install(tmp_path, checkpoint):
+    """#33 item 6: the README's main-job install has no onnxruntime; the error says which extra brings it."""
+    script = REPO_ROOT / "scripts" / "export_model.py"
+    blocked = (
+        "import runpy, sys; sys.modules['onnxruntime'] = None; "  # as if it were not installed
+        f"sys.argv = ['export_model.py', 'onnx', {checkpoint!r}, {str(tmp_path / 'm.onnx')!r}]; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == 'error: ONNX export needs the export extra: pip install -e ".[export]"'
+    assert not (tmp_path / "m.onnx").exists()

@@ -86,3 +86,16 @@ def test_error_breakdown_tells_boundary_errors_from_missed_and_false_objects():
 def test_error_breakdown_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="differs from ground-truth shape"):
         error_breakdown(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)))
+
+
+def test_metrics_json_writes_an_undefined_ratio_as_zero_and_names_it(tmp_path):
+    """#33 item 10: precision with nothing predicted was written as null."""
+    import json
+    from types import SimpleNamespace
+
+    from custom.handlers.metrics_writer import MetricsJSONWriter
+
+    engine = SimpleNamespace(state=SimpleNamespace(metrics={"iou": 0.0, "precision": float("nan"), "recall": torch.tensor([0.0, 0.0])}))
+    MetricsJSONWriter(str(tmp_path / "metrics.json"), extra={"split": "target_test"})(engine)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == {"metrics": {"iou": 0.0, "precision": 0.0, "recall": 0.0}, "undefined_as_zero": ["precision"], "split": "target_test"}

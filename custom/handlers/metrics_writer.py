@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -13,11 +14,15 @@ from custom.data.readers import read_volume
 from custom.utils.io import atomic_path
 from custom.visualize import pick_sections, save_overlay_png
 
+logger = logging.getLogger(__name__)
+
 
 class MetricsJSONWriter:
     """At the end of a run, write ``engine.state.metrics`` (scalars) plus ``extra`` fields as JSON.
 
-    The file is replaced atomically, so a crashed evaluation never leaves a truncated result.
+    A metric that is 0/0 (precision when nothing is predicted, recall when nothing is labelled) is
+    written as 0 and named in ``undefined_as_zero``, so readers get a number and the reason. The file
+    is replaced atomically, so a crashed evaluation never leaves a truncated result.
     """
 
     def __init__(self, output_path: str, extra: dict | None = None) -> None:
@@ -28,13 +33,16 @@ class MetricsJSONWriter:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        metrics = {}
+        metrics, undefined = {}, []
         for name, value in engine.state.metrics.items():
             value = float(np.asarray(value).mean()) if np.ndim(value) else float(value)
-            metrics[name] = None if math.isnan(value) else value
-        payload = {"metrics": metrics, **self.extra}
+            if math.isnan(value):
+                undefined.append(name)
+            metrics[name] = 0.0 if math.isnan(value) else value
+        payload = {"metrics": metrics, **({"undefined_as_zero": undefined} if undefined else {}), **self.extra}
         with atomic_path(self.output_path) as tmp:
             tmp.write_text(json.dumps(payload, indent=2))
+        logger.info("wrote %s", self.output_path)
 
 
 class OverlaySaver:

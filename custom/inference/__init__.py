@@ -4,7 +4,7 @@ from .blocks import Block, sliding_window_blocks
 from .blockwise import segment_volume
 from .inferers import AugmentedWindowInferer, make_volume_inferer
 from .instances import label_instances
-from .predictor import VolumePredictor, WindowNetwork
+from .predictor import ResampledPredictor, VolumePredictor, WindowNetwork
 from .savers import SaveInstancesd, SaveVolumePredictiond, affine_spacing, check_prediction_outputs, input_datalist, input_stem
 from .scale_match import DEFAULT_FACTORS, match_target_pixel_size, source_reference_area
 from .zarr_output import ZarrSegmentation
@@ -13,6 +13,7 @@ __all__ = [
     "AugmentedWindowInferer",
     "DEFAULT_FACTORS",
     "Block",
+    "ResampledPredictor",
     "SaveInstancesd",
     "SaveVolumePredictiond",
     "VolumePredictor",

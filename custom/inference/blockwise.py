@@ -29,7 +29,7 @@ from custom.data.writers import check_writable_suffix, write_volume
 from custom.utils.io import check_distinct_from_inputs, check_output_path
 
 from .blocks import Block, core_shape, sliding_window_blocks
-from .instances import label_instances
+from .instances import check_min_size, label_instances
 from .predictor import VolumePredictor
 from .zarr_output import ZarrSegmentation, check_resumable
 
@@ -146,10 +146,13 @@ def segment_volume(
     threshold: float = 0.5,
     prob_dtype: str = "uint8",
     instances: bool = False,
+    min_size: int = 0,
     overwrite: bool = False,
     num_workers: int = 1,
     model_id: str = "",
     progress: bool = True,
+    spacing: Sequence[float] | None = None,
+    spacing_note: str | None = None,
 ) -> dict:
     """Segment ``volume`` block by block into ``output`` and return a summary (blocks, voxels/s, ...).
 
@@ -159,11 +162,18 @@ def segment_volume(
     existing output is an error unless ``overwrite`` (an unfinished zarr of the same run is resumed;
     an input changed since, same path or not, is refused). Every option is checked, and an output
     that is, holds or lies inside the input refused, before anything is read or written.
+    ``instances`` labels connected components of ``min_size`` voxels or more. ``spacing`` (Z, Y, X nm,
+    default: the volume's) is written into the outputs; ``spacing_note`` records how it was obtained
+    when it is not the input's own (e.g. assumed), in the zarr's ``segmentation`` attribute.
     """
     start = time.perf_counter()
     output = check_writable_suffix(output)
     block_shape = check_block_shape(block_shape)
     check_prob_dtype(prob_dtype)
+    min_size = check_min_size(min_size)
+    spacing = spacing or volume.spacing
+    if spacing is None:
+        raise EMDataError(f"{volume.path}: the input has no spacing metadata; give the spacing (Z, Y, X nm) to record in the outputs.")
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     as_zarr = _suffix(output) in ZARR_SUFFIXES
     files = {} if as_zarr else _output_files(output, instances)
@@ -181,16 +191,16 @@ def segment_volume(
         "input": str(volume.path.resolve()), "shape": volume.shape, "dtype": str(volume.dtype), "model": model_id,
         "input_content": input_fingerprint(volume, blocks),
         "roi": predictor.volume_roi, "overlap": predictor.overlap, "block_shape": core_shape(blocks),
-        "threshold": threshold, "prob_dtype": prob_dtype, "instances": instances,
+        "threshold": threshold, "prob_dtype": prob_dtype, "instances": instances, "min_size": min_size if instances else None,
+        "resample_zoom": getattr(predictor, "zoom", None),
     }))
     store = ZarrSegmentation(check_output_path(output, overwrite=True)) if as_zarr else None
     resume = check_resumable(store, fingerprint, overwrite) if store else False
     _barrier()
     stats = store.stats if resume else merge_moments(block_moments(volume, blocks, rank, world), str(volume.path))
-    spacing = volume.spacing or (1.0, 1.0, 1.0)
     if store and not resume and rank == 0:
         chunks = core_shape(blocks)
-        store.create(volume.shape, chunks, spacing, prob_dtype, fingerprint, stats, instances)
+        store.create(volume.shape, chunks, spacing, prob_dtype, fingerprint, stats, instances, spacing_note)
     _barrier()
     done = store.finished_blocks() if store else set()
     todo = [b for b in blocks[rank::world] if b.index not in done]
@@ -210,23 +220,24 @@ def segment_volume(
         bar.set_postfix(vox_per_s=f"{voxels / (time.perf_counter() - start):.3g}")
     bar.close()
     _barrier()
-    n_instances = None
+    n_instances = n_removed = None
     if rank == 0:
         cores = [b.core for b in blocks]
         if store:
             root = store.open()
             if instances:
-                n_instances = label_instances(root["labels/mask/0"], root["labels/instances/0"], cores)
+                n_instances, n_removed = label_instances(root["labels/mask/0"], root["labels/instances/0"], cores, min_size)
             store.mark_complete()
         else:
             if instances:
                 memory["instances"] = np.zeros(volume.shape, np.uint32)
-                n_instances = label_instances(memory["mask"], memory["instances"], cores)
+                n_instances, n_removed = label_instances(memory["mask"], memory["instances"], cores, min_size)
             for name, path in files.items():
                 write_volume(path, memory[name], spacing, overwrite=overwrite)
     _barrier()
     seconds = time.perf_counter() - start
     return {
         "blocks": len(blocks), "processed": len(todo), "skipped": len(blocks[rank::world]) - len(todo), "voxels": voxels,
-        "seconds": seconds, "voxels_per_s": voxels / seconds if seconds > 0 else 0.0, "instances": n_instances, "stats": stats,
+        "seconds": seconds, "voxels_per_s": voxels / seconds if seconds > 0 else 0.0, "instances": n_instances,
+        "instances_below_min_size": n_removed, "spacing": list(spacing), "stats": stats,
     }

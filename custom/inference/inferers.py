@@ -39,6 +39,7 @@ def make_volume_inferer(
     device: str | None = None,
     flip_axes: Sequence[int] | None = (),
     rot90: bool = False,
+    progress: bool = False,
 ) -> Inferer:
     """Sliding-window inferer over (B, C, Z, Y, X) volumes.
 
@@ -46,10 +47,11 @@ def make_volume_inferer(
     ``roi_size`` (Y, X) window. 3: ``SlidingWindowInferer`` with a (Z, Y, X) roi, e.g. (8, 256, 256)
     for ~10x anisotropic ssTEM. Gaussian blending of overlapping windows by default.
     ``flip_axes`` (window axes, e.g. ``[-2, -1]`` in-plane) and ``rot90`` (in-plane 90° rotations,
-    square windows only) add test-time augmentation (:class:`AugmentedWindowInferer`).
+    square windows only) add test-time augmentation (:class:`AugmentedWindowInferer`). ``progress``
+    shows a bar over the window batches of each volume (MONAI's ``progress``).
     """
     roi = tuple(int(r) for r in roi_size)
-    common = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "sw_device": sw_device, "device": device}
+    common = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "sw_device": sw_device, "device": device, "progress": progress}
     if spatial_dims == 2:
         inferer: Inferer = SliceInferer(spatial_dim=0, roi_size=roi[-2:], **common)
     elif spatial_dims == 3:

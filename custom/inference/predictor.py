@@ -9,6 +9,7 @@ forward pass), weights and windows use the channels-last memory layout, autograd
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -157,3 +158,34 @@ class VolumePredictor:
         logits = self.logits(torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32)))
         prob = torch.softmax(logits, dim=1)[:, 1]
         return (prob if self.spatial_dims == 2 else prob[0]).cpu().numpy()
+
+
+class ResampledPredictor:
+    """A ``VolumePredictor`` run at the model's pixel size on a region of another pixel size.
+
+    Each region is resampled in-plane by ``zoom`` (model pixels per input pixel, (Y, X): input pixel
+    size / model pixel size; bilinear with antialiasing), predicted, and its probability resampled
+    back (bilinear) onto the region's own grid, so the output keeps the input's grid and spacing.
+    ``volume_roi`` is the model's window in input pixels, so blockwise halos cover whole windows.
+    """
+
+    def __init__(self, predictor: VolumePredictor, zoom: Sequence[float]) -> None:
+        self.predictor = predictor
+        self.zoom = tuple(float(z) for z in zoom)
+        if len(self.zoom) != 2 or not all(math.isfinite(z) and z > 0 for z in self.zoom):
+            raise ValueError(f"zoom must be two positive factors (Y, X), got {tuple(zoom)}.")
+        self.overlap = predictor.overlap
+
+    @property
+    def volume_roi(self) -> tuple[int, int, int]:
+        z, y, x = self.predictor.volume_roi
+        return z, math.ceil(y / self.zoom[0]), math.ceil(x / self.zoom[1])
+
+    def __call__(self, region: np.ndarray) -> np.ndarray:
+        """Foreground probability (float32, the region's (Z, Y, X) shape) predicted at the model's pixel size."""
+        shape = region.shape[-2:]
+        size = tuple(max(1, round(n * z)) for n, z in zip(shape, self.zoom))
+        x = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))[:, None]
+        zoomed = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+        prob = torch.from_numpy(self.predictor(zoomed.numpy()))[:, None]
+        return torch.nn.functional.interpolate(prob, size=shape, mode="bilinear", align_corners=False)[:, 0].numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from monai.transforms import MapTransform
 from custom.data.readers import EMDataError
 from custom.data.writers import write_volume
 from custom.utils.io import check_distinct_from_inputs
+
+logger = logging.getLogger(__name__)
 
 
 INPUT_SUFFIXES = (".nii.gz", ".tiff", ".tif", ".nii", ".png", ".zarr", ".mha", ".nrrd")
@@ -103,6 +106,7 @@ class SaveVolumePredictiond(MapTransform):
             for fmt in self.formats:
                 write_volume(self.output_dir / f"{stem}_prob.{fmt}", prob_out, spacing, overwrite=self.overwrite)
                 write_volume(self.output_dir / f"{stem}_mask.{fmt}", mask, spacing, overwrite=self.overwrite)
+            logger.info("wrote %s", ", ".join(str(self.output_dir / f"{stem}_{kind}.{fmt}") for fmt in self.formats for kind in ("prob", "mask")))
         return d
 
 

@@ -28,7 +28,7 @@ from custom.data import EMDataError, EMVolumeReader, read_label
 from custom.engines.utils import load_pretrained
 from custom.handlers import adapt_batchnorm
 from custom.metrics import section_object_areas
-from custom.transforms import ResampleToPixelSized
+from custom.transforms.spatial import ResampleToPixelSized
 from custom.utils import atomic_path
 
 from .predictor import VolumePredictor

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.measure import label as connected_label
-from skimage.morphology import h_maxima, remove_small_objects
+from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, watershed
 
 
@@ -38,10 +38,20 @@ def instance_targets(instances: np.ndarray, border_sigma: float = 1.0) -> tuple[
     return distance, border
 
 
+def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` with every label of fewer than ``min_size`` pixels set to 0 (ids kept). Unlike
+    ``skimage.morphology.remove_small_objects``, whose positional threshold removes sizes up to and
+    *including* it from scikit-image 0.26 on, the rule is the same on every supported version."""
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    return np.where(small[labels], 0, labels).astype(labels.dtype)
+
+
 def connected_component_instances(foreground: np.ndarray, threshold: float = 0.5, min_size: int = 0) -> np.ndarray:
     """Baseline: connected components of ``foreground > threshold`` (full connectivity), small ones removed."""
     labels = connected_label(np.asarray(foreground) > threshold, connectivity=np.asarray(foreground).ndim)
-    return remove_small_objects(labels, min_size) if min_size else labels
+    return remove_small_labels(labels, min_size) if min_size else labels
 
 
 def watershed_instances(
@@ -75,4 +85,4 @@ def watershed_instances(
     unseeded = mask & ~seeded[components]
     markers[unseeded] = components[unseeded] + markers.max()
     labels = watershed(-distance, markers, mask=mask).astype(np.int32)
-    return remove_small_objects(labels, min_size) if min_size else labels
+    return remove_small_labels(labels, min_size) if min_size else labels

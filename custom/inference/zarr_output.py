@@ -71,14 +71,18 @@ class ZarrSegmentation:
         fingerprint: dict,
         stats: dict,
         instances: bool,
+        spacing_note: str | None = None,
     ) -> None:
-        """Start a fresh result (removes an old one at the same path)."""
+        """Start a fresh result (removes an old one at the same path); ``spacing_note`` says how a
+        spacing that is not the input's own was obtained (recorded beside the fingerprint)."""
         import zarr
 
         self.remove()
         attrs = ome_zarr_attrs(spacing, "probability")
         attrs["multiscales"][0]["datasets"][0]["path"] = "probability"
         attrs["segmentation"] = {"fingerprint": fingerprint, "stats": stats, "complete": False}
+        if spacing_note:
+            attrs["segmentation"]["spacing_note"] = spacing_note
         root = zarr.open_group(str(self.path), mode="w")
         root.attrs.update(attrs)
         shape, chunks = tuple(int(s) for s in shape), tuple(int(c) for c in chunks)
