@@ -282,7 +282,8 @@ class Benchmark:
                 extra["scale_match_factors"] = self.budget["scale_match_factors"]
         run_bundle_logged(
             configs, root, root / "logs" / f"eval_{name}.log", env=self.env,
-            **self._common(seed), dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint), eval_dir=str(eval_dir), roi_size=roi, **extra,
+            pixel_size_nm=self.budget["pixel_size_nm"], dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint),
+            eval_dir=str(eval_dir), roi_size=roi, **extra,
         )
         return json.loads((eval_dir / "metrics.json").read_text())["metrics"]
 
@@ -797,17 +798,41 @@ def _from_start(cell: dict) -> str:
     return f", {round(100 * cell['gap_closed_from_start'])} % of the gap from its start to the oracle" if "gap_closed_from_start" in cell else ""
 
 
-def _update_docs(markdown: str, docs: Path = DOCS) -> None:
-    """Replace the benchmark block of the bundle's docs/README.md with the current tables and figures."""
+def _brief_markdown(table: dict, budget: dict) -> str:
+    """The bundle README's results in brief: the main rows' target-test IoU and gap closed per direction,
+    and where the full tables, the status and the discussion are."""
+    directions = list(table)
+    head = " | ".join(f"{_direction_title(d)} IoU | gap" for d in directions)
+    lines = [
+        f"Target-test IoU (mean ± std over seeds, last checkpoint) at the `cpu` budget ({budget['max_epochs']} × {budget['iterations_per_epoch']} "
+        f"iterations of {budget['batch_size']} × {budget['patch']}², {budget['pixel_size_nm']:g} nm); gap = share of the source-only → oracle gap closed. "
+        "Main rows only; all rows, precision/recall, the status and the label-free choice: "
+        "[`results/da_benchmark.md`](../../../results/da_benchmark.md); discussion and history: "
+        "[`results/da_benchmark_notes.md`](../../../results/da_benchmark_notes.md).",
+        "",
+        f"| row | kind | {head} |",
+        "|---|---|" + "---|---|" * len(directions),
+    ]
+    for row in MAIN_ROWS:
+        cells = [table[d].get(row.name) for d in directions]
+        if not any(cells):
+            continue
+        values = [
+            f"{c['iou']['mean']:.3f} ± {c['iou']['std']:.3f} | {round(100 * c['gap_closed'])} %" if c and "gap_closed" in c
+            else (f"{c['iou']['mean']:.3f} ± {c['iou']['std']:.3f} | –" if c else "– | –")
+            for c in cells
+        ]
+        lines.append(f"| {row.name} | {row.kind} | {' | '.join(values)} |")
+    return "\n".join(lines)
+
+
+def _update_docs(table: dict, budget: dict, docs: Path = DOCS) -> None:
+    """Replace the benchmark block of the bundle's docs/README.md with the results in brief and the bar chart."""
     content = docs.read_text()
     start, end = content.find(DOCS_START), content.find(DOCS_END)
     if start < 0 or end < start:
         raise SystemExit(f"{docs}: the markers {DOCS_START!r} ... {DOCS_END!r} are missing.")
-    body = "\n".join(line.replace("# ", "### ", 1) if line.startswith("## ") else line for line in markdown.splitlines()[2:])
-    figures = ["![IoU per row](../../../results/da_benchmark.png)"] + [
-        f"![{d} overlay](../../../results/da_overlay_{d}.png)" for d in DIRECTIONS if (RESULTS / f"da_overlay_{d}.png").exists()
-    ]
-    block = f"{DOCS_START}\n{body}\n" + "\n".join(figures) + f"\n{DOCS_END}"
+    block = f"{DOCS_START}\n{_brief_markdown(table, budget)}\n\n![IoU per row](../../../results/da_benchmark.png)\n{DOCS_END}"
     with atomic_path(docs) as tmp:
         tmp.write_text(content[:start] + block + content[end + len(DOCS_END) :])
 
@@ -838,7 +863,7 @@ def _bar_chart(table: dict, path: Path) -> None:
 
 def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str = str(RESULTS), docs: bool = True) -> None:
     """Aggregate the cached runs of ``budget`` into ``da_benchmark.{md,json,png}`` under ``out``;
-    with ``docs``, also the benchmark block of the bundle's docs/README.md."""
+    with ``docs``, also the results-in-brief block of the bundle's docs/README.md."""
     results = _load(Path(runs_dir) / budget)
     if not results:
         raise SystemExit(f"no cached runs under {Path(runs_dir) / budget}; run the benchmark first.")
@@ -854,7 +879,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
             tmp.write_text(content)
     _bar_chart(table, out_dir / "da_benchmark.png")
     if docs:
-        _update_docs(text)
+        _update_docs(table, BUDGETS[budget])
     print(text)
 
 
