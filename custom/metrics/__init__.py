@@ -4,10 +4,41 @@ from .boundaries import ISBIScores, cells_from_membrane_mask, isbi_scores, segme
 from .errors import error_breakdown, section_object_areas
 from .instances import InstanceMetrics, instance_metrics, iou_matrix, match_counts, split_merge_counts
 from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
-from .selection import TargetEntropyHandler, mean_prediction_entropy, spearman, target_prediction_stats
+from .selection import (
+    TargetEntropyHandler,
+    augmentation_agreement,
+    batch_nuclear_norm,
+    bbse_foreground_fraction,
+    confusion_rates,
+    consensus_agreement,
+    dev_risk,
+    dice_agreement,
+    importance_weights,
+    information_maximization,
+    iwcv_risk,
+    mean_prediction_entropy,
+    mlls_foreground_fraction,
+    prediction_entropy,
+    soft_neighborhood_density,
+    spearman,
+    target_prediction_stats,
+)
 
 __all__ = [
     "InstanceMetrics",
+    "augmentation_agreement",
+    "batch_nuclear_norm",
+    "bbse_foreground_fraction",
+    "confusion_rates",
+    "consensus_agreement",
+    "dev_risk",
+    "dice_agreement",
+    "importance_weights",
+    "information_maximization",
+    "iwcv_risk",
+    "mlls_foreground_fraction",
+    "prediction_entropy",
+    "soft_neighborhood_density",
     "ISBIScores",
     "cells_from_membrane_mask",
     "TargetEntropyHandler",

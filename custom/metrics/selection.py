@@ -1,4 +1,5 @@
-"""Label-free model selection and monitoring on the target domain: entropy and foreground share of a network's softmax."""
+"""Label-free model selection on the target domain: monitoring during training (entropy, foreground share) and
+scores of candidate models (IM, BNM, SND, IWCV/DEV, agreement, label-shift estimates of the foreground fraction)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,163 @@ class TargetEntropyHandler:
         stats = target_prediction_stats(self.network, (batch["image"] for batch in self.loader), engine.state.device)
         engine.state.metrics[self.name] = stats["entropy"]
         engine.state.metrics[self.foreground_name] = stats["foreground"]
+
+
+# -- label-free scores of a candidate model on an unlabelled target ---------------------------------
+# Each takes arrays a candidate produced (softmax probabilities (N, C, ...), features, masks) rather
+# than a network, so the same numbers can be computed from saved predictions. "Higher is better"
+# unless a docstring says otherwise.
+
+
+def _as_rows(probs: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(N, C, *spatial) probabilities as a (pixels, C) float64 matrix."""
+    array = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    if array.ndim < 2:
+        raise ValueError(f"expected probabilities of shape (N, C, ...), got {array.shape}.")
+    return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
+
+
+def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis)
+
+
+def prediction_entropy(probs: np.ndarray | torch.Tensor) -> float:
+    """Mean per-pixel entropy (nats) of the class probabilities; *lower* = more confident.
+
+    The plain confidence score (e.g. Morerio et al. 2018 for model selection): it also rewards a
+    model that confidently predicts one class everywhere, which ``information_maximization`` does not.
+    """
+    return float(_entropy(_as_rows(probs)).mean())
+
+
+def information_maximization(probs: np.ndarray | torch.Tensor) -> float:
+    """IM = H(mean prediction) − mean H(prediction): confident per pixel *and* diverse over pixels.
+
+    Information maximisation (Krause et al. 2010; as a UDA objective in SHOT, Liang et al. 2020).
+    A model that collapses onto the background scores about 0 even when it is confident.
+    """
+    rows = _as_rows(probs)
+    return float(_entropy(rows.mean(0)) - _entropy(rows).mean())
+
+
+def batch_nuclear_norm(probs: np.ndarray | torch.Tensor, max_rows: int = 4096, seed: int = 0) -> float:
+    """BNM: nuclear norm of the (pixels × classes) prediction matrix (Cui et al. 2020), scaled to [0, 1].
+
+    Large when predictions are confident and spread over the classes: 1 for one-hot predictions split
+    evenly over the C classes, 1/sqrt(C) when every pixel gets the same class. ``max_rows`` pixels are sampled.
+    """
+    rows = _as_rows(probs)
+    if len(rows) > max_rows:
+        rows = rows[np.random.default_rng(seed).choice(len(rows), max_rows, replace=False)]
+    return float(np.linalg.svd(rows, compute_uv=False).sum() / np.sqrt(len(rows) * min(rows.shape)))
+
+
+def soft_neighborhood_density(features: np.ndarray | torch.Tensor, temperature: float = 0.05, max_rows: int = 2048, seed: int = 0) -> float:
+    """SND (Saito et al. 2021): mean entropy of each sample's softmax over its cosine similarities to
+    the other samples; high when target samples lie in dense neighbourhoods (clusters), as a
+    well-adapted model's features or probabilities do.
+
+    ``features``: (N, D) rows, or (N, C, *spatial) maps whose pixels are the rows; ``max_rows`` sampled.
+    """
+    array = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
+    rows = array if array.ndim == 2 else _as_rows(array)
+    if len(rows) > max_rows:
+        rows = rows[np.random.default_rng(seed).choice(len(rows), max_rows, replace=False)]
+    rows = rows / np.clip(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12, None)
+    logits = rows @ rows.T / temperature
+    np.fill_diagonal(logits, -np.inf)
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(1, keepdims=True)
+    return float(_entropy(p).mean())
+
+
+def importance_weights(target_probability: np.ndarray, n_source: int, n_target: int) -> np.ndarray:
+    """Density ratios p_target(x) / p_source(x) of source samples from a domain classifier's
+    P(target | x) (Sugiyama et al. 2007): (P / (1 − P)) · n_source / n_target."""
+    p = np.clip(np.asarray(target_probability, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return p / (1 - p) * n_source / n_target
+
+
+def iwcv_risk(source_losses: np.ndarray, weights: np.ndarray) -> float:
+    """IWCV (Sugiyama et al. 2007): the mean importance-weighted source-validation loss; *lower* is better."""
+    return float(np.mean(np.asarray(weights, np.float64) * np.asarray(source_losses, np.float64)))
+
+
+def dev_risk(source_losses: np.ndarray, weights: np.ndarray) -> float:
+    """DEV (You et al. 2019): IWCV with the density ratio as a control variate, mean(w·l) + η·mean(w) − η
+    with η = −Cov(w·l, w) / Var(w); lower variance than IWCV, same expectation. *Lower* is better."""
+    w, loss = np.asarray(weights, np.float64), np.asarray(source_losses, np.float64)
+    weighted = w * loss
+    var = w.var(ddof=1) if len(w) > 1 else 0.0
+    eta = -np.cov(weighted, w, ddof=1)[0, 1] / var if var > 0 else 0.0
+    return float(weighted.mean() + eta * w.mean() - eta)
+
+
+def dice_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice between two binary masks (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def augmentation_agreement(mask: np.ndarray, augmented_masks: Iterable[np.ndarray]) -> float:
+    """Mean Dice between a model's mask and its masks of augmented inputs mapped back (flips, rot90,
+    intensity perturbations; or another checkpoint of the same run): stability under changes that
+    should not change the answer (as in test-time-augmentation consistency scores)."""
+    scores = [dice_agreement(mask, other) for other in augmented_masks]
+    if not scores:
+        raise ValueError("no augmented mask to compare with.")
+    return float(np.mean(scores))
+
+
+def consensus_agreement(probabilities: dict[str, np.ndarray], threshold: float = 0.5) -> dict[str, float]:
+    """Each candidate's Dice against the mean foreground probability of all *other* candidates,
+    thresholded: agreement with the consensus of the alternatives (needs at least two candidates)."""
+    if len(probabilities) < 2:
+        raise ValueError("consensus agreement needs at least two candidates.")
+    stacked = {name: np.asarray(p, np.float64) for name, p in probabilities.items()}
+    total = sum(stacked.values())
+    n = len(stacked)
+    return {name: dice_agreement(p > threshold, (total - p) / (n - 1) > threshold) for name, p in stacked.items()}
+
+
+def confusion_rates(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """2 × 2 joint rates C[i, j] = P(prediction = i, label = j) of binary masks on labelled (source-validation) data."""
+    predicted, truth = np.asarray(predicted, bool).ravel(), np.asarray(truth, bool).ravel()
+    return np.array([[np.mean(~predicted & ~truth), np.mean(~predicted & truth)], [np.mean(predicted & ~truth), np.mean(predicted & truth)]])
+
+
+def bbse_foreground_fraction(source_confusion: np.ndarray, target_predicted_fraction: float) -> float:
+    """Target foreground fraction estimated by black-box shift estimation (BBSE, Lipton et al. 2018).
+
+    Solves C w = μ, C the source-validation joint rates (``confusion_rates``) and μ the target's
+    predicted class fractions, for the class weights w; the target's foreground fraction is
+    w_fg · P_source(fg). Assumes label shift (p(x | y) unchanged); clipped to [0, 1].
+    """
+    c = np.asarray(source_confusion, np.float64)
+    mu = np.array([1 - target_predicted_fraction, target_predicted_fraction])
+    if abs(np.linalg.det(c)) < 1e-12:
+        raise ValueError("the source confusion matrix is singular: the model does not separate the classes on the source.")
+    w = np.linalg.solve(c, mu)
+    return float(np.clip(max(w[1], 0.0) * c[:, 1].sum(), 0.0, 1.0))
+
+
+def mlls_foreground_fraction(target_probabilities: np.ndarray, source_foreground_fraction: float, iterations: int = 100, tol: float = 1e-8) -> float:
+    """Target foreground fraction by maximum-likelihood label-shift estimation (EM; Saerens et al. 2002).
+
+    Re-weights the (calibrated) foreground probabilities ``target_probabilities`` by the ratio of the
+    current target prior to the source prior ``source_foreground_fraction`` until the prior is the
+    mean re-weighted posterior.
+    """
+    p = np.clip(np.asarray(target_probabilities, np.float64).ravel(), 1e-12, 1 - 1e-12)
+    prior_source = np.clip(source_foreground_fraction, 1e-6, 1 - 1e-6)
+    prior = prior_source
+    for _ in range(iterations):
+        fg = p * prior / prior_source
+        bg = (1 - p) * (1 - prior) / (1 - prior_source)
+        new = float(np.mean(fg / (fg + bg)))
+        if abs(new - prior) < tol:
+            return new
+        prior = new
+    return float(prior)
