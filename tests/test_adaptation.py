@@ -235,22 +235,45 @@ def test_two_stream_source_images_use_the_source_stream():
 
 
 def test_two_stream_target_follows_the_trained_source_stream():
-    """Only the source stream sees labels; the tie must carry what it learns to the deployed network."""
+    """Only the source stream sees labels; the tie must carry what it learns to the deployed encoder."""
     network = _net()
     objective = TwoStream(network, weight=10.0)
     initial = copy.deepcopy(network)
     trainer = _trainer(network, objective, _batches(4, 5, labelled=False), epochs=5)
     trainer.run()
     streams = objective.streams
-    source, start = dict(streams.source.named_parameters()), dict(initial.named_parameters())
+    source, start = dict(streams.source.encoder.named_parameters()), dict(initial.encoder.named_parameters())
+    target = dict(network.encoder.named_parameters())
     with torch.no_grad():  # weights, biases and norm affines alike, up to the learned affine change
         moved = sum(((source[n] - start[n]) ** 2).sum() for n in streams.tied)
-        lag = sum(((a * source[n] + b - w) ** 2).sum() for n, w, a, b in zip(streams.tied, network.parameters(), streams.scale, streams.shift))
+        lag = sum(((a * source[n] + b - target[n]) ** 2).sum() for n, a, b in zip(streams.tied, streams.scale, streams.shift))
     assert lag < 0.1 * moved
     images = _batches(1, 11)[0]["image"]
     network.eval(), objective.streams.source.eval()
     with torch.no_grad():
         assert torch.allclose(network(images).softmax(1), objective.streams.source(images).softmax(1), atol=0.2)
+
+
+def test_two_stream_shares_the_deployed_decoder_and_normalises_every_deployed_layer():
+    """#28 defect 1: the deployed network's decoder never ran in training mode (its batch-norm layers
+    tracked 0 batches and normalised with mean 0 / var 1 at test time)."""
+    network = _net()
+    objective = TwoStream(network, weight=10.0)
+    streams = objective.streams
+    assert not any(p is q for p in streams.source.encoder.parameters() for q in network.encoder.parameters())
+    assert sum(p.numel() for p in streams.source.parameters()) == sum(p.numel() for p in network.encoder.parameters())  # no decoder copy
+    with torch.no_grad():
+        images = _batches(1, 3)[0]["image"]
+        network.eval()
+        torch.testing.assert_close(streams.source(images), network.decode(streams.source.encode(images)))  # the deployed decoder
+        network.train()
+    trainer = _trainer(network, objective, _batches(2, 5, labelled=False), epochs=1)
+    trainer.run()
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(int(m.num_batches_tracked) > 0 for m in norms)
+    decoder_norms = [m for m in network.decoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    iterations = trainer.state.iteration
+    assert decoder_norms and all(int(m.num_batches_tracked) == 2 * iterations for m in decoder_norms)  # the source and the target batch
 
 
 def test_semi_supervised_target_labels_add_a_loss_term():

@@ -29,3 +29,24 @@ def test_inconsistent_configuration_is_refused():
         UNet(channels=(8, 16, 32), strides=(2,))
     with pytest.raises(ValueError, match="kernel_sizes"):
         UNet(channels=(8, 16), kernel_sizes=(3,))
+
+
+def test_domain_classifier_separates_a_per_channel_shift_between_single_domain_batches():
+    """#28 defect 3: with batch norm over one-domain batches the classifier could not see a per-channel
+    mean shift (BCE 0.60 after 150 steps, chance 0.69); without normalisation it separates it."""
+    from custom.losses import DomainAdversarialLoss
+    from custom.networks import DomainClassifier
+
+    torch.manual_seed(0)
+    classifier = DomainClassifier(2, 8, hidden=16)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in classifier.modules())
+    shift = torch.linspace(-1.0, 1.0, 8).view(1, 8, 1, 1)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    loss_fn = DomainAdversarialLoss()
+    for _ in range(150):
+        source, target = torch.randn(4, 8, 16, 16), torch.randn(4, 8, 16, 16) + shift  # each domain in its own batch, as DANN runs it
+        loss = loss_fn(classifier(source), classifier(target))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss) < 0.2

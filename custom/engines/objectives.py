@@ -255,10 +255,14 @@ class Reconstruction(AdaptationObjective):
 
 
 class TwoStream(AdaptationObjective):
-    """Two-stream U-Net: source images go through a source stream tied to the target network.
+    """Two-stream U-Net: source images go through a source encoder tied to the target network's encoder,
+    and both streams share the target network's decoder.
 
     Adds λ_w · weight regulariser and, optionally, a feature discrepancy between the streams' encoder
-    features (``alignment``, e.g. ``mmd_alignment``), as in Bermúdez-Chacón et al. 2018.
+    features (``alignment``, e.g. ``mmd_alignment``), as in Bermúdez-Chacón et al. 2018. The target
+    batch is also decoded in training mode, so the deployed decoder's batch-norm statistics are
+    estimated on target features too (without it the deployed network never decoded a target image
+    in training, and a decoder of its own would never have been normalised at all).
     """
 
     def __init__(self, network: UNet, weight: float = 1.0, alignment: FeatureAlignment | None = None) -> None:
@@ -274,6 +278,8 @@ class TwoStream(AdaptationObjective):
         terms = {"weight_tying": self.weight * self.streams.weight_regularizer()}
         if self.alignment is not None:
             terms.update(self.alignment(network, source, target))
+        if network.training:
+            target.logits  # noqa: B018 - the forward pass updates the shared decoder's batch-norm statistics
         return terms
 
 
