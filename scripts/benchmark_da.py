@@ -547,19 +547,18 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         f"{budget['patch']}² patches, both volumes resampled to {budget['pixel_size_nm']:g} nm. Target test region = last 33 % "
         "of the target volume along x; metrics of the",
         "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
-        "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only).",
-        "`*` exploratory row: added beyond the issue's rows, run only when named (`run --rows`), never a",
-        "candidate for the label-free choice.",
+        "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only); paired Δ =",
+        "the row's IoU minus source-only's, seed by seed (mean ± std), and on how many seeds the row beats source-only.",
+        "Exploratory rows (added beyond the issue's rows, run only when named with `run --rows`, never candidates",
+        "for the label-free choice) are in the appendix at the end.",
         *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
         "",
     ]
     for direction, cells in table.items():
-        lines += [f"## {_direction_title(direction)}", "", "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
-        for name, c in cells.items():
-            fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
-            gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
-            kind = ROW_BY_NAME[name].kind + ("*" if ROW_BY_NAME[name].exploratory else "")
-            lines.append(f"| {name} | {kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | {c['iou_source_val_selected']:.3f} | {gap} |")
+        main = {n: c for n, c in cells.items() if not ROW_BY_NAME[n].exploratory}
+        shown = {n: c for n, c in main.items() if _identical_to(n, cells) is None}
+        lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"))]
+        lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in main if n not in shown]
         lines.append("")
     lines += ["## Status", ""] + _status(table) + _choice_line(choice) + [""]
     disagreement = _disagreement_lines(table, choice, label_stats)
@@ -576,12 +575,55 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         lines += [line for error_file in errors for line in _error_lines(error_file)] + [""]
     if scale_lines:
         lines += ["## Target pixel sizes chosen by scale matching", "", *scale_lines, ""]
+    for direction, cells in table.items():
+        extra = {n: c for n, c in cells.items() if ROW_BY_NAME[n].exploratory}
+        if extra:
+            lines += [f"## Appendix: exploratory rows, {_direction_title(direction)}", "", *_table_lines(extra, cells.get("source_only")), ""]
     lines += [
         "Reference points on other data (not comparable): Roels et al. 2019, EPFL → VNC, IoU %: FT 28.70,",
         "MMD 44.96, CORAL 40.28, DANN 49.90, Y-Net 49.55; DA-ISC (Huang et al. 2022), VNC → EPFL: 68.65 / 74.31.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _paired_effect(cell: dict, source_only: dict | None) -> str:
+    """``+0.120 ± 0.030 (3/3)``: the IoU difference from source-only seed by seed (mean ± std over the
+    seeds both have) and on how many of them the row beats source-only."""
+    if not source_only or cell is source_only:
+        return "–"
+    low = source_only["iou_per_seed"]
+    diffs = np.array([v - low[s] for s, v in cell["iou_per_seed"].items() if s in low])
+    if diffs.size == 0:
+        return "–"
+    std = f" ± {diffs.std(ddof=1):.3f}" if diffs.size > 1 else ""
+    return f"{diffs.mean():+.3f}{std} ({int((diffs > 0).sum())}/{diffs.size})"
+
+
+def _table_lines(cells: dict, source_only: dict | None) -> list[str]:
+    """The per-row results table of one direction."""
+    lines = [
+        "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed | paired Δ IoU vs source-only (seeds beating it) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in cells.items():
+        fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
+        gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
+        kind = ROW_BY_NAME[name].kind + ("*" if ROW_BY_NAME[name].exploratory else "")
+        lines.append(
+            f"| {name} | {kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | "
+            f"{c['iou_source_val_selected']:.3f} | {gap} | {_paired_effect(c, source_only)} |"
+        )
+    return lines
+
+
+def _identical_to(name: str, cells: dict) -> str | None:
+    """The row whose per-seed IoUs ``name`` repeats exactly (``oriented_scale_match*`` picks the same pixel
+    size as ``scale_match*`` whenever the whole-range search agrees), else None."""
+    twin = name.removeprefix("oriented_")
+    if twin == name or twin not in cells:
+        return None
+    return twin if cells[name]["iou_per_seed"] == cells[twin]["iou_per_seed"] else None
 
 
 def _scale_match_lines(results: list[dict], pixel_size_nm: float) -> list[str]:

@@ -66,6 +66,10 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert f"budget development: 20 × 20 iterations, seeds [0]), target-test IoU: source_only 0.100, {BEST} 0.900; best {BEST}, as declared." in text
     assert "Exploratory rows (*, 1; not candidates for the label-free choice): best on the test labels (optimistic) class_mmd, 5 % of the gap over 2 seed(s)." in text
     assert "| class_mmd | uda* | 2 |" in text and "all rows have" not in text
+    assert text.index("## Appendix: exploratory rows, VNC → FAFB") < text.index("| class_mmd | uda* | 2 |")  # out of the main table
+    coral_line = next(line for line in text.splitlines() if line.startswith("| coral |"))
+    mmd_line = next(line for line in text.splitlines() if line.startswith("| mmd |"))
+    assert coral_line.endswith("| 55 % | +0.220 ± 0.071 (2/2) |") and mmd_line.endswith("| -0.100 ± 0.071 (0/2) |")
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
     assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
