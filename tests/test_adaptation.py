@@ -36,7 +36,7 @@ def _batches(n: int, seed: int, labelled: bool = True) -> list[dict]:
     return out
 
 
-def _trainer(network, adaptation=None, target=None, epochs=2, handlers=(), source=None, labelled=None):
+def _trainer(network, adaptation=None, target=None, epochs=2, handlers=(), source=None, labelled=None, **options):
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(trainable_parameters(network, adaptation), lr=1e-3)
     return DomainAdaptationTrainer(
@@ -51,6 +51,7 @@ def _trainer(network, adaptation=None, target=None, epochs=2, handlers=(), sourc
         adaptation=adaptation,
         train_handlers=list(handlers),
         decollate=False,
+        **options,
     )
 
 
@@ -402,3 +403,23 @@ def test_teacher_tta_labels_from_logits_averaged_over_in_plane_flips():
     torch.testing.assert_close(keep, probs.amax(1) >= 0.6)
     plain, _ = MeanTeacher(confidence=0.6).pseudo_labels(network, images)
     assert not torch.equal(labels, plain)  # the flips change labels near this network's decision boundary
+
+
+def test_joint_batch_norm_mode_shows_the_alignment_loss_a_per_channel_shift_that_separate_forwards_hide():
+    """#28 defect 2: normalising each domain with its own batch statistics matches their per-channel
+    moments before MMD sees them; one joint forward keeps the difference that exists at test time."""
+    shifted = [{"image": b["image"] * 3.0 + 4.0} for b in _batches(2, 5, labelled=False)]  # another contrast and offset
+    values = {}
+    for mode in ("separate", "joint"):
+        network = _net()
+        trainer = _trainer(network, mmd_alignment([1.0, 0.0, 0.0]), shifted, epochs=1, batch_norm_mode=mode)
+        trainer.run()
+        values[mode] = trainer.state.output["loss_mmd_l0"]
+        first = next(m for m in network.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+        assert int(first.num_batches_tracked) == trainer.state.iteration * (2 if mode == "separate" else 1)
+    assert values["joint"] > 5 * values["separate"]
+    with pytest.raises(ValueError, match="batch_norm_mode must be one of"):
+        _trainer(_net(), mmd_alignment([1.0, 0.0, 0.0]), shifted, batch_norm_mode="shared")
+    network = _net()
+    with pytest.raises(ValueError, match="two-stream"):
+        _trainer(network, TwoStream(network), shifted, batch_norm_mode="joint")

@@ -34,6 +34,7 @@ class DomainBatch:
     (an objective that never reads them, e.g. one that feeds the network its own view of the images,
     then costs no encoder pass). ``labels`` are the batch's segmentation labels where the domain has
     them (the source), as the loader gives them: (B, 1, *spatial) class indices or (B, K, *spatial) one-hot.
+    ``logits`` may be given when already computed (a joint forward of both domains).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class DomainBatch:
         decoder: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
         labels: torch.Tensor | None = None,
         encoder: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+        logits: torch.Tensor | None = None,
     ) -> None:
         if features is None and encoder is None:
             raise ValueError("a DomainBatch needs its encoder features or an encoder to compute them.")
@@ -51,7 +53,7 @@ class DomainBatch:
         self._features = features
         self._encoder = encoder
         self._decoder = decoder
-        self._logits: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = logits
 
     @property
     def features(self) -> list[torch.Tensor]:

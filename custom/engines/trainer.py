@@ -14,6 +14,7 @@ from torch import nn
 from .objectives import AdaptationObjective, DomainBatch
 
 TERM_PREFIX = "loss_"
+BATCH_NORM_MODES = ("separate", "joint")
 
 
 def loss_terms(output: dict | list[dict]) -> dict[str, float]:
@@ -46,6 +47,12 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     - ``adaptation``: an ``AdaptationObjective`` returning weighted loss terms from the source and
       target features (MMD, CORAL, DANN, reconstruction, two-stream, mean teacher, ...).
     - ``grad_clip_norm``: clip the global gradient norm (None = off).
+    - ``batch_norm_mode``: how source and target batches meet batch norm when adapting. ``separate``
+      (default): one forward per domain, so each is normalised with its own batch statistics, which
+      also removes per-channel differences from the features the alignment losses compare.
+      ``joint``: one forward of the concatenated source + target batch through encoder and decoder,
+      so both share the statistics, as at test time (as in most DANN/MMD code); not for the
+      two-stream objective, whose domains have different encoders.
     - ``train_handlers``: as ``SupervisedTrainer``'s; attached after the objective's end-of-training
       hook, so a final-model saver stores what the objective leaves (e.g. a deployed EMA teacher).
 
@@ -64,11 +71,17 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         target_seg_weight: float = 1.0,
         grad_clip_norm: float | None = None,
         train_handlers: Sequence | None = None,
+        batch_norm_mode: str = "separate",
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         if adaptation is not None and target_data_loader is None:
             raise ValueError("an adaptation objective needs target_data_loader (unlabelled target batches).")
+        if batch_norm_mode not in BATCH_NORM_MODES:
+            raise ValueError(f"batch_norm_mode must be one of {BATCH_NORM_MODES}, got {batch_norm_mode!r}.")
+        if batch_norm_mode == "joint" and adaptation is not None and adaptation.source_network(self.network) is not self.network:
+            raise ValueError("batch_norm_mode 'joint' needs one network for both domains; this objective has a source stream of its own (two-stream).")
+        self.batch_norm_mode = batch_norm_mode
         self.adaptation = adaptation.to(self.state.device) if adaptation is not None else None
         if self.adaptation is not None:  # before the handlers, so the final-model saver sees what it leaves
             self.add_event_handler(Events.COMPLETED, self.adaptation.training_completed)
@@ -100,17 +113,28 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.state.device, non_blocking=self.non_blocking)
 
+    def _domain_batches(self, network: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[DomainBatch, DomainBatch | None]:
+        """The source batch and, when adapting, the target batch, forwarded as ``batch_norm_mode`` says."""
+        if self.adaptation is None:
+            return DomainBatch(inputs, network.encode(inputs), network.decode, labels=targets), None
+        images = self._to_device(self._next_target(labelled=False)[Keys.IMAGE])
+        if self.batch_norm_mode == "joint":
+            n = inputs.shape[0]
+            features = network.encode(torch.cat([inputs, images]))
+            logits = network.decode(features)
+            source = DomainBatch(inputs, [f[:n] for f in features], network.decode, labels=targets, logits=logits[:n])
+            return source, DomainBatch(images, [f[n:] for f in features], network.decode, logits=logits[n:])
+        source_net = self.adaptation.source_network(network)
+        source = DomainBatch(inputs, source_net.encode(inputs), source_net.decode, labels=targets)
+        return source, DomainBatch(images, encoder=network.encode, decoder=network.decode)
+
     def _losses(self, engine: Engine, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         network = engine.network
-        source_net = self.adaptation.source_network(network) if self.adaptation is not None else network
-        features = source_net.encode(inputs)
-        source = DomainBatch(inputs, features, source_net.decode, labels=targets)
+        source, target = self._domain_batches(network, inputs, targets)
         engine.state.output[Keys.PRED] = source.logits
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         terms = {"seg": engine.loss_function(source.logits, targets).mean()}
-        if self.adaptation is not None:
-            images = self._to_device(self._next_target(labelled=False)[Keys.IMAGE])
-            target = DomainBatch(images, encoder=network.encode, decoder=network.decode)
+        if target is not None:
             terms.update(self.adaptation(network, source, target))
         if self.target_labelled_loader is not None:
             batch = self._next_target(labelled=True)
