@@ -45,13 +45,14 @@ def claim_model_dir(model_dir: Path, spacing_nm: dict) -> None:
     write_result(model_dir / DATA_RECORD, spacing_nm)
 
 
-def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], unrecorded_epochs: int | None = None) -> None:
+def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], unrecorded_epochs: int | None = None, revision: int = 1) -> None:
     """Run ``train`` (``name``'s training of ``epochs`` epochs into ``root``) unless ``root`` holds a
     finished one, then mark it finished with its epochs.
 
     ``model_final.pt`` alone proves nothing (runs cached before our saver stopped writing it on a
     failure may hold partial weights), hence the marker. A finished training of other epochs is refused, never reused; a marker from before
-    epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``). While it trains, a
+    epochs were recorded counts as ``unrecorded_epochs`` (default: ``epochs``); one of another method
+    ``revision`` (unrecorded: 1) is refused too. While it trains, a
     lock in ``root`` makes a second process that asks for the same training exit with the folder named.
     """
     marker = root / TRAINED_MARKER
@@ -65,14 +66,17 @@ def train_once(root: Path, name: str, epochs: int, train: Callable[[], None], un
             if not marker.exists():  # another process may have finished it since the first look
                 train()
                 with atomic_path(marker) as tmp:
-                    tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs}))
+                    tmp.write_text(json.dumps({"commit": git_commit(REPO), "epochs": epochs, "revision": revision}))
                 return
     try:
-        finished = json.loads(marker.read_text())["epochs"]
+        recorded = json.loads(marker.read_text())
+        finished = recorded["epochs"]
     except (ValueError, KeyError, TypeError):  # the commit alone
-        finished = epochs if unrecorded_epochs is None else unrecorded_epochs
+        recorded, finished = {}, epochs if unrecorded_epochs is None else unrecorded_epochs
     if finished != epochs:
         raise SystemExit(f"{root} holds a finished training of {finished} epochs, but {name} now trains {epochs}: move or remove that folder to train it again.")
+    if recorded.get("revision", 1) != revision:
+        raise SystemExit(f"{root} holds a training of revision {recorded.get('revision', 1)} of {name}'s method, now {revision}: move or remove that folder to train it again.")
 
 
 def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> list[str]:

@@ -83,6 +83,7 @@ class Row:
     # beyond the issue's rows and never run at every seed: run only when named, reported apart, never
     # a candidate for the label-free choice
     exploratory: bool = False
+    revision: int = 1  # raised when the method's code changes: cells and trained models of other revisions are not reused
 
     def epochs(self, budget: dict) -> int:
         """Epochs this row trains for under ``budget``."""
@@ -107,10 +108,10 @@ ROWS = (
     Row("tent", "uda", pretrained="source_only", eval_configs=ADABN_TENT, train=False),
     Row("mmd", "uda", ("da/mmd.json",)),
     Row("coral", "uda", ("da/coral.json",)),
-    Row("dann", "uda", ("da/dann.json",)),
+    Row("dann", "uda", ("da/dann.json",), revision=2),  # 2: the domain classifier lost its batch norm (#28)
     Row("class_mmd", "uda", ("da/class_mmd.json",), pretrained="source_only", exploratory=True),
     Row("ynet", "uda", ("da/ynet.json",)),
-    Row("two_stream", "uda", ("da/two_stream.json",)),
+    Row("two_stream", "uda", ("da/two_stream.json",), revision=2),  # 2: shared, normalised decoder (#28)
     Row("randomize", "uda", ("da/randomize.json",), exploratory=True),
     Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
     Row("randomize_self_training", "uda", ("da/randomize.json", "da/self_training.json"), pretrained="randomize", exploratory=True),
@@ -248,7 +249,10 @@ class Benchmark:
         (``train_once``: a finished training of other epochs than the row's is refused)."""
         target = row if row.train else ROW_BY_NAME[row.pretrained]
         train = lambda: self._train(direction, target, seed)  # noqa: E731
-        train_once(self.run_root(direction, target, seed), target.name, target.epochs(self.budget), train, unrecorded_epochs=self.budget["max_epochs"])
+        train_once(
+            self.run_root(direction, target, seed), target.name, target.epochs(self.budget), train,
+            unrecorded_epochs=self.budget["max_epochs"], revision=target.revision,
+        )
         return self.last_model(direction, target, seed)
 
     def _train(self, direction: str, row: Row, seed: int) -> None:
@@ -318,6 +322,7 @@ class Benchmark:
             "configs": list(row.configs) + list(row.eval_configs),
             "overrides": row.overrides,
             "pretrained": row.pretrained,
+            "revisions": _revisions(row),
             "spacing_nm": self.spacing_nm,
             "metrics_last": metrics_last,
             "metrics_source_val_selected": metrics_selected,
@@ -481,11 +486,23 @@ def _stale_reason(cell: dict, spacing_nm: dict) -> str | None:
     if cell["direction"] in DIRECTIONS and cell.get("spacing_nm") != spacing_nm:
         return f"made at other domain pixel sizes ({cell.get('spacing_nm')} nm)"
     row = ROW_BY_NAME.get(cell["row"])
+    if row is not None and cell.get("revisions", {}) != _revisions(row):
+        return f"made with other method revisions ({cell.get('revisions', {})}; now {_revisions(row)})"
     if row is not None and row.train and "budget" in cell:
         trained = cell.get("epochs") or cell["budget"]["max_epochs"]
         if trained != row.epochs(cell["budget"]):
             return f"trained {trained} epochs, the row now trains {row.epochs(cell['budget'])}"
     return None
+
+
+def _revisions(row: Row) -> dict[str, int]:
+    """The revisions of ``row`` and of the rows it starts from that are not 1 (what a cached cell must match)."""
+    chain = {}
+    while row is not None:
+        if row.revision != 1:
+            chain[row.name] = row.revision
+        row = ROW_BY_NAME[row.pretrained] if row.pretrained else None
+    return chain
 
 
 def _load(runs_dir: Path) -> list[dict]:

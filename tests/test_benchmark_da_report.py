@@ -41,6 +41,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
         _write_run(runs_dir, "scale_match", seed, 0.41, 0.60, 0.60, scale_match=(3.54, 4.2)[seed])
         _write_run(runs_dir, "ft_100", seed, 0.85, 0.90, 0.90)  # target labels, better than the oracle
         _write_run(runs_dir, "dann", seed, 0.70, 0.80, 0.80, spacing={**SPACING, "fafb": [40.0, 4.0, 4.0]})  # made at other pixel sizes
+        _write_run(runs_dir, "two_stream", seed, 0.10, 0.80, 0.20)  # made before the two-stream fix (no revisions recorded)
         _write_run(runs_dir, "oracle", seed + 2, 0.50, 0.90, 0.85, budget={"max_epochs": 20})  # trained half as long as the oracle now is
     choice = {"budget": {"name": "development", "max_epochs": 20, "iterations_per_epoch": 20}, "seeds": [0], "target_test_iou": {"source_only": {"mean": 0.1}, BEST: {"mean": 0.9}}, "best_uda": BEST}
     choice["target_test_predicted_to_true_foreground"] = {"source_only": 0.4, BEST: 1.0}  # source-only under-segments the synthetic target
@@ -57,6 +58,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert summary["declared_uda"] == BEST and "class_mmd" in summary["exploratory_rows"] and "coral" not in summary["exploratory_rows"]
     table = summary["table"]["vnc_to_fafb"]
     assert "dann" not in table  # cached at other domain pixel sizes: left out, not mixed in
+    assert "two_stream" not in table  # made with an earlier revision of the method: left out
     assert table["oracle"]["seeds"] == [0, 1]  # seeds 2 and 3 trained for fewer epochs than the row now trains: left out
     assert table["coral"]["gap_closed"] == pytest.approx(0.55)
     assert table["source_only"]["iou"]["std"] > 0.07  # sample std of 0.35 and 0.45
@@ -165,6 +167,8 @@ def test_a_training_another_process_holds_is_refused_not_joined(tmp_path, monkey
     common.train_once(root, "source_only", 6, lambda: trained.append(1))  # released: it trains, once
     common.train_once(root, "source_only", 6, lambda: trained.append(1))
     assert trained == [1] and json.loads((root / common.TRAINED_MARKER).read_text())["epochs"] == 6
+    with pytest.raises(SystemExit, match="holds a training of revision 1 of source_only's method, now 2"):
+        common.train_once(root, "source_only", 6, lambda: trained.append(1), revision=2)  # the method's code changed since
 
 
 def test_choose_ranks_cached_synthetic_cells_and_records_their_foreground_ratio(tmp_path):
