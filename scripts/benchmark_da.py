@@ -1002,8 +1002,7 @@ def overlay(
         iou, mean = binary_metrics(mask, label > 0)["iou"], table.get(name, {}).get("iou", {}).get("mean")
         masks[f"{name} (IoU {iou:.2f}" + (f", row mean {mean:.2f})" if mean is not None else ")")] = mask
         errors[name] = {"iou": iou, **error_breakdown(mask, label > 0, ERROR_BOUNDARY_PX, ERROR_MISSED_COVERAGE)}
-    masks["ground truth"] = label > 0
-    save_overlay_png(path, image, masks, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
+    save_overlay_png(path, image, masks, label > 0, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
     error_file = {"direction": direction, "seed": seed, "boundary_px": ERROR_BOUNDARY_PX, "missed_coverage": ERROR_MISSED_COVERAGE, "models": errors}
     write_result(Path(out) / ERRORS.format(direction=direction), error_file)
     print(f"wrote {path} and {ERRORS.format(direction=direction)}")

@@ -46,7 +46,7 @@ class MetricsJSONWriter:
 
 
 class OverlaySaver:
-    """After each evaluated volume, save a PNG of a few sections: prediction vs ground truth.
+    """After each evaluated volume, save a PNG of a few sections: the prediction's errors against the ground truth.
 
     Reads the original image from the file named in the prediction's metadata (so the overlay is on
     the raw, un-normalised data) and expects ``pred`` (one-hot or probabilities, channel 1 =
@@ -66,8 +66,9 @@ class OverlaySaver:
             pred = item[self.pred_key]
             name = Path(str(pred.meta["filename_or_obj"]))
             image, _ = read_volume(name)
-            masks = {"prediction": np.asarray(pred[1].cpu()) > 0.5}
-            if self.label_key in item:
-                masks["ground truth"] = np.asarray(item[self.label_key][-1].cpu()) > 0.5
+            truth = np.asarray(item[self.label_key][-1].cpu()) > 0.5 if self.label_key in item else None
             stem = name.name.split(".")[0]
-            save_overlay_png(self.output_dir / f"{stem}_overlay.png", image, masks, pick_sections(image.shape[0], self.n_sections), stem)
+            save_overlay_png(
+                self.output_dir / f"{stem}_overlay.png", image, {"prediction": np.asarray(pred[1].cpu()) > 0.5}, truth,
+                pick_sections(image.shape[0], self.n_sections), stem,
+            )
