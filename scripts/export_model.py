@@ -35,6 +35,7 @@ def _export_args(bundle: str | Path, checkpoint: str) -> dict:
     return {
         "ckpt_file": checkpoint, "config_file": str(configs / "inference.json"), "meta_file": str(configs / "metadata.json"),
         "key_in_ckpt": "model" if isinstance(state, dict) and isinstance(state.get("model"), dict) else "",
+        "checkpoint": checkpoint,  # a config override: the network is built as this checkpoint records it
     }
 
 

@@ -122,12 +122,12 @@ def run(
             bundle, checkpoint, device=device, amp=amp and device.startswith("cuda"), roi_size=list(roi_size) if roi_size else None,
             overlap=overlap, sw_batch_size=sw_batch_size, tta_flip_axes=None if not tta else [-2, -1], tta_rot90=tta_rot90 or None, backend=backend, **(config_overrides or {}),
         )
-        pixel_size_nm = float(parser["pixel_size_nm"])
+        pixel_size_nm = float(parser.get_parsed_content("pixel_size_nm"))
         spacing, spacing_note = _output_spacing(volume.spacing, pixel_size_nm, resample)
         summary = segment_volume(
             volume, _resampled(predictor, volume.spacing, pixel_size_nm, resample), output, block_shape=block_shape,
-            threshold=parser["threshold"] if threshold is None else threshold, prob_dtype=prob_dtype, instances=instances, min_size=min_size,
-            overwrite=overwrite, num_workers=num_workers, model_id=file_digest(checkpoint or parser.get_parsed_content("checkpoint")),
+            threshold=parser.get_parsed_content("threshold") if threshold is None else threshold, prob_dtype=prob_dtype, instances=instances, min_size=min_size,
+            overwrite=overwrite, num_workers=num_workers, model_id=file_digest(parser.get_parsed_content("checkpoint")),
             spacing=spacing, spacing_note=spacing_note,
         )
     finally:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from custom.data import load_datalist, read_volume
+from custom.engines import read_network_record
+from custom.engines.utils import read_model_state
 from custom.networks import UNet
 
 from .conftest import BUNDLES, run_bundle
@@ -28,8 +30,9 @@ def trained_root(tmp_path_factory, synthetic_dir) -> Path:
 
 def test_training_writes_loadable_checkpoints(trained_root):
     for name in ("model.pt", "model_final.pt"):
-        state = torch.load(trained_root / "models" / name, weights_only=True)
-        UNet().load_state_dict(state)
+        UNet().load_state_dict(read_model_state(trained_root / "models" / name))
+        record = read_network_record(trained_root / "models" / name)  # what inference builds from it by default
+        assert record == {"network_def": UNet().definition(), "pixel_size_nm": 5.0, "roi_size": [64, 64], "normalisation": "z-score per volume"}
     resume = list((trained_root / "models").glob("train_checkpoint_*.pt"))
     assert len(resume) == 1
     assert {"model", "optimizer", "trainer"} <= set(torch.load(resume[0], weights_only=True))
@@ -160,7 +163,7 @@ def test_pretrained_adaptation_fine_tunes_the_source_model(trained_root, synthet
     )  # fmt: skip
     assert log_term in result.stdout + result.stderr  # the objective's term reached the StatsHandler
     assert "target_foreground" in result.stdout + result.stderr  # the label-free collapse monitor is logged
-    before, after = torch.load(pretrained, weights_only=True), torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
+    before, after = read_model_state(pretrained), read_model_state(tmp_path / "models" / "model_final.pt")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     checkpoint = torch.load(next((tmp_path / "models").glob("train_checkpoint_*.pt")), weights_only=True)
     assert "adaptation" in checkpoint  # a resumed run gets the objective's state back (teacher, classifiers)

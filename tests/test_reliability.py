@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from custom.data import write_volume
+from custom.engines.utils import read_model_state
 from custom.utils import check_output_path
 
 from .conftest import CONFIGS, kill_after_first_epoch, run_bundle
@@ -48,7 +49,7 @@ def test_same_seed_gives_identical_training(tmp_path, synthetic_dir):
     for run in ("a", "b"):
         result = run_bundle(["train.json"], tmp_path / run, *budget)
         metrics.append(re.findall(r"val_iou: ([0-9.]+)", result.stdout + result.stderr))
-        states.append(torch.load(tmp_path / run / "models" / "model_final.pt", weights_only=True))
+        states.append(read_model_state(tmp_path / run / "models" / "model_final.pt"))
     assert metrics[0] and metrics[0] == metrics[1]
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], rtol=0, atol=0)

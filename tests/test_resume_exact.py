@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from custom.data import write_volume
-
+from custom.engines.utils import read_model_state
 from custom.utils import bundle_run_command
 
 from .conftest import CONFIGS, kill_after_first_epoch, run_bundle
@@ -27,7 +27,7 @@ def test_killed_randomised_adaptation_resumes_to_the_uninterrupted_weights(tmp_p
     kill_after_first_epoch(configs, tmp_path / "killed", *budget)
     run_bundle(configs, tmp_path / "killed", *budget, "--resume", "true")
     for name in ("model_final.pt", "model.pt"):
-        whole, resumed = (torch.load(tmp_path / run / "models" / name, weights_only=True) for run in ("whole", "killed"))
+        whole, resumed = (read_model_state(tmp_path / run / "models" / name) for run in ("whole", "killed"))
         assert whole.keys() == resumed.keys()
         for key, value in whole.items():
             torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=f"{name}: {key} differs after the resume")

@@ -14,6 +14,7 @@ from .objectives import (
     coral_alignment,
     mmd_alignment,
 )
+from .record import NetworkRecord, read_network_record, recorded
 from .trainer import DomainAdaptationTrainer, loss_terms
 from .utils import load_pretrained, trainable_parameters
 
@@ -26,6 +27,7 @@ __all__ = [
     "DomainBatch",
     "FeatureAlignment",
     "MeanTeacher",
+    "NetworkRecord",
     "Reconstruction",
     "TwoStream",
     "class_mmd_alignment",
@@ -33,5 +35,7 @@ __all__ = [
     "load_pretrained",
     "loss_terms",
     "mmd_alignment",
+    "read_network_record",
+    "recorded",
     "trainable_parameters",
 ]

@@ -9,6 +9,8 @@ from torch import nn
 
 from custom.utils.errors import UserInputError
 
+from .record import check_recorded_network
+
 
 def trainable_parameters(*modules: nn.Module | None, freeze_encoder: bool = False) -> list[nn.Parameter]:
     """Parameters of ``modules`` that require gradients, each once (shared submodules are deduplicated).
@@ -72,6 +74,7 @@ def load_pretrained(network: nn.Module, checkpoint: str | os.PathLike | None, re
             raise CheckpointError("a pretrained checkpoint is required: pass --pretrained_checkpoint <path to model.pt>.")
         return network
     state = read_model_state(checkpoint)
+    check_recorded_network(network, checkpoint)
     expected = network.state_dict()
     wrong = sorted(set(state) ^ set(expected)) or [k for k in state if tuple(state[k].shape) != tuple(expected[k].shape)]
     if wrong:

@@ -37,10 +37,11 @@ def load_bundle_network(
     bundle_root: str | os.PathLike, checkpoint: str | os.PathLike | None = None, **overrides: object
 ) -> tuple[torch.nn.Module, ConfigParser]:
     """The bundle's ``network`` with ``checkpoint`` loaded (``weights_only``; default: the config's
-    ``checkpoint``, ``<bundle_root>/models/model.pt``), in eval mode, and the parser."""
-    parser = bundle_parser(bundle_root, **overrides)
+    ``checkpoint``, ``<bundle_root>/models/model.pt``), in eval mode, and the parser. The network,
+    window and pixel size are the ones the checkpoint records unless ``overrides`` set them."""
+    parser = bundle_parser(bundle_root, checkpoint=str(checkpoint) if checkpoint else None, **overrides)  # its record shapes the network
     network = parser.get_parsed_content("network")
-    load_pretrained(network, checkpoint or parser.get_parsed_content("checkpoint"), required=True)
+    load_pretrained(network, parser.get_parsed_content("checkpoint"), required=True)
     return network.eval(), parser
 
 

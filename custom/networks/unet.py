@@ -99,6 +99,7 @@ class UNet(nn.Module):
         n = len(channels)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.out_channels = out_channels
         self.channels = tuple(channels)
         self.strides = tuple(strides) if strides is not None else (2,) * (n - 1)
         if len(self.strides) != n - 1:
@@ -125,6 +126,19 @@ class UNet(nn.Module):
             per_axis = (stride,) * self.spatial_dims if isinstance(stride, int) else tuple(stride)
             total = [t * int(s) for t, s in zip(total, per_axis)]
         return tuple(total)
+
+    def definition(self) -> dict:
+        """The MONAI config component that builds this network (``_target_`` and every argument, as JSON
+        types): what a checkpoint records so that inference can build the network it was trained as."""
+
+        def plain(value):
+            return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+        return {
+            "_target_": "custom.networks.UNet", "spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
+            "out_channels": self.out_channels, "channels": plain(self.channels), "strides": plain(self.strides),
+            "kernel_sizes": plain(self.kernel_sizes), **self.block_args,
+        }  # fmt: skip
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features of every level, from full resolution to the bottleneck."""
