@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .unet import UNet
+from .unet import UNet, encode_levels
 
 
 class SourceStream(nn.Module):
@@ -25,11 +25,7 @@ class SourceStream(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Source-stream features of every level, from full resolution to the bottleneck."""
-        features = []
-        for block in self.encoder:
-            x = block(x)
-            features.append(x)
-        return features
+        return encode_levels(self.encoder, x)
 
     def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits through the shared decoder."""

@@ -63,6 +63,15 @@ class UNetDecoder(nn.Module):
         return self.head(x)
 
 
+def encode_levels(encoder: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every block of a U-Net ``encoder``, each fed the previous one's (full resolution first)."""
+    features = []
+    for block in encoder:
+        x = block(x)
+        features.append(x)
+    return features
+
+
 class UNet(nn.Module):
     """U-Net for 2D or 3D EM with access to per-level encoder features.
 
@@ -142,11 +151,7 @@ class UNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features of every level, from full resolution to the bottleneck."""
-        features = []
-        for block in self.encoder:
-            x = block(x)
-            features.append(x)
-        return features
+        return encode_levels(self.encoder, x)
 
     def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Segmentation logits from the encoder features."""
