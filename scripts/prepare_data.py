@@ -44,7 +44,7 @@ from custom.data.datasets import (
     mito_pair_spacing_nm,
     split_ids,
 )
-from custom.data.readers import EMDataError, read_label, read_volume
+from custom.data.readers import EMDataError, check_spacing, read_label, read_volume
 from custom.utils.io import atomic_path, check_distinct_from_inputs
 
 DOWNLOADERS = {
@@ -130,9 +130,9 @@ def _spacing(text: str | tuple | None, option: str) -> tuple[float, float, float
         spacing = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         spacing = ()
-    if len(spacing) != 3 or not all(v > 0 for v in spacing):
+    if len(spacing) != 3:
         raise EMDataError(f"--{option} must be three positive numbers z,y,x in nm (e.g. 50,4.6,4.6), got {text!r}.")
-    return spacing  # type: ignore[return-value]
+    return check_spacing(spacing, f"--{option}")  # the readers' rule: finite and positive
 
 
 def _read_domain(image: str, labels: str | None, spacing: str | tuple | None, role: str):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import fire
@@ -28,6 +27,7 @@ import torch.distributed as dist
 from custom.data.lazy import open_volume
 from custom.inference import ResampledPredictor, segment_volume
 from custom.inference.from_bundle import file_digest, load_bundle_predictor
+from custom.utils.errors import exit_with
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("segment")
@@ -145,8 +145,7 @@ def main() -> None:
     try:
         fire.Fire({"run": run}, serialize=lambda _: None)
     except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as err:  # EMDataError, CheckpointError: one line
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(str(err))
 
 
 if __name__ == "__main__":

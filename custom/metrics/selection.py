@@ -10,6 +10,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from .segmentation import binary_metrics, confusion_counts
+
 
 @torch.no_grad()
 def target_prediction_stats(network: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> dict[str, float]:
@@ -161,10 +163,8 @@ def dev_risk(source_losses: np.ndarray, weights: np.ndarray) -> float:
 
 
 def dice_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice between two binary masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
+    """Dice between two binary masks (1.0 when both are empty; ``binary_metrics``' rule)."""
+    return binary_metrics(a, b)["dice"]
 
 
 def augmentation_agreement(mask: np.ndarray, augmented_masks: Iterable[np.ndarray]) -> float:
@@ -190,8 +190,8 @@ def consensus_agreement(probabilities: dict[str, np.ndarray], threshold: float =
 
 def confusion_rates(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """2 × 2 joint rates C[i, j] = P(prediction = i, label = j) of binary masks on labelled (source-validation) data."""
-    predicted, truth = np.asarray(predicted, bool).ravel(), np.asarray(truth, bool).ravel()
-    return np.array([[np.mean(~predicted & ~truth), np.mean(~predicted & truth)], [np.mean(predicted & ~truth), np.mean(predicted & truth)]])
+    c = confusion_counts(predicted, truth)
+    return np.array([[c["tn"], c["fn"]], [c["fp"], c["tp"]]], dtype=np.float64) / sum(c.values())
 
 
 def bbse_foreground_fraction(source_confusion: np.ndarray, target_predicted_fraction: float) -> float:

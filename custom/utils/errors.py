@@ -39,6 +39,12 @@ def user_error_cause(err: BaseException) -> UserInputError | None:
     return None
 
 
+def exit_with(message: str) -> None:
+    """End the process with ``error: <message>`` as the last line on stderr and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run_or_exit(run: Callable[[], Any]) -> Any:
     """``run()``; a ``UserInputError`` (or an error raised from one) ends the process with ``error: <message>``
     on stderr and exit code 2."""
@@ -48,5 +54,4 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
         cause = user_error_cause(err)
         if cause is None:
             raise
-        print(f"error: {_user_message(cause)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(_user_message(cause))
