@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import fire
 import numpy as np
 import torch
-from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, train_once, worker_env, write_result
+from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
+from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, load_recipes, revisions
 
 from custom.data.datasets import mito_pair_spacing_nm
-from custom.utils import atomic_path, git_commit, run_bundle_logged
+from custom.utils import atomic_path, git_commit
 
 BUNDLE = REPO / "bundles" / "em_mitochondria"
 CONFIGS = BUNDLE / "configs"
@@ -45,113 +45,39 @@ DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
 METRICS = ("iou", "dice", "precision", "recall")
 LABEL_STATS = "da_label_stats.json"  # labelled foreground fraction per domain and split, beside the cached runs
 
-# Training budgets: pixel size (nm), square patch (px), batch, epochs x iterations, validation interval.
-BUDGETS = {
-    "cpu": {"pixel_size_nm": 10.0, "patch": 128, "batch_size": 4, "max_epochs": 20, "iterations_per_epoch": 20, "val_interval": 5},
-    "gpu": {"pixel_size_nm": 5.0, "patch": 256, "batch_size": 8, "max_epochs": 60, "iterations_per_epoch": 50, "val_interval": 5},
-    "quick": {
-        "pixel_size_nm": 10.0, "patch": 128, "batch_size": 2, "max_epochs": 1, "iterations_per_epoch": 5, "val_interval": 1,
-        "scale_match_factors": [0.5, 1.0, 2.0],  # three candidate target pixel sizes keep the smoke run short
-    },
-    "synthetic": {"pixel_size_nm": 5.0, "patch": 128, "batch_size": 4, "max_epochs": 6, "iterations_per_epoch": 25, "val_interval": 3},
-}
-# The CPU budget's training length on the synthetic pair: a label-free choice made at the length the
-# benchmark trains (``synthetic`` trains 150 iterations, where source-only finds almost nothing)
-BUDGETS["development"] = {**BUDGETS["cpu"], "pixel_size_nm": BUDGETS["synthetic"]["pixel_size_nm"]}
 SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which label-free choices are made
 SYNTHETIC_BUDGETS = ("synthetic", "development")  # budgets run on the synthetic pair, not on real data
 DEVELOPMENT_SHIFT = 0.75  # the development pair's target microscope (shifted_target), fixed by the calibration of 28f3b72
 CHOICE = "da_synthetic_choice.json"
-SCALE_MATCH_FILE = "scale_match.json"  # written into a scale-matching row's eval folder
 ERRORS = "da_errors_{direction}.json"  # where the overlay's models err (written by ``overlay``)
 ERROR_BOUNDARY_PX = 5  # label-grid pixels (20 nm FAFB, 23 nm VNC) that count as a mitochondrion's boundary
 ERROR_MISSED_COVERAGE = 0.2  # a true (predicted) object covered less than this is missed (false)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table: override configs, extra overrides, and the rows it builds on."""
-
-    name: str
-    kind: str  # "bound", "uda" or "ssda"
-    configs: tuple[str, ...] = ()
-    overrides: dict = field(default_factory=dict)
-    pretrained: str | None = None  # row whose last checkpoint initialises this one
-    eval_configs: tuple[str, ...] = ()
-    train: bool = True  # False: evaluate the ``pretrained`` row's model with ``eval_configs`` only
-    epochs_factor: int = 1  # trains this many times the budget's epochs
-    # beyond the issue's rows and never run at every seed: run only when named, reported apart, never
-    # a candidate for the label-free choice
-    exploratory: bool = False
-    revision: int = 1  # raised when the method's code changes: cells and trained models of other revisions are not reused
-
-    def epochs(self, budget: dict) -> int:
-        """Epochs this row trains for under ``budget``."""
-        return budget["max_epochs"] * self.epochs_factor
-
-
-CONSISTENCY = ("da/self_training.json", "da/consistency.json")  # weak/strong consistency is layered on the mean teacher
-ADABN = ("da/adabn.json",)  # test-time configs merged over inference/evaluate
-ADABN_TENT = ("da/adabn.json", "da/tent.json")
-TTA = ("tta.json",)  # in-plane flips and 90° rotations of every window, averaged
-SCALE_MATCH = ("da/scale_match.json",)  # target pixel size chosen label-free so that predicted objects have the source's size
-SCALE_MATCH_BOTH = (*SCALE_MATCH, "da/scale_match_both_sides.json")  # every candidate size, the first (pre-registered) search
-
-ROWS = (
-    Row("source_only", "bound"),
-    # as many iterations as a row that starts from source-only has in all (source-only's, then its own):
-    # trained for the budget's epochs only, the from-scratch oracle fell below fine-tuned and even
-    # unsupervised rows FAFB -> VNC (results at 33f22dd)
-    Row("oracle", "bound", ("da/oracle.json",), epochs_factor=2),
-    Row("histogram_match", "uda", ("da/histogram_match.json",)),
-    Row("adabn", "uda", pretrained="source_only", eval_configs=ADABN, train=False),
-    Row("tent", "uda", pretrained="source_only", eval_configs=ADABN_TENT, train=False),
-    Row("mmd", "uda", ("da/mmd.json",)),
-    Row("coral", "uda", ("da/coral.json",)),
-    Row("dann", "uda", ("da/dann.json",), revision=2),  # 2: the domain classifier lost its batch norm (#28)
-    Row("class_mmd", "uda", ("da/class_mmd.json",), pretrained="source_only", exploratory=True),
-    Row("ynet", "uda", ("da/ynet.json",)),
-    Row("two_stream", "uda", ("da/two_stream.json",), revision=2),  # 2: shared, normalised decoder (#28)
-    Row("randomize", "uda", ("da/randomize.json",), exploratory=True),
-    Row("self_training", "uda", ("da/self_training.json",), pretrained="coral"),
-    Row("randomize_self_training", "uda", ("da/randomize.json", "da/self_training.json"), pretrained="randomize", exploratory=True),
-    Row("consistency", "uda", CONSISTENCY, pretrained="source_only"),
-    Row("adabn_consistency", "uda", CONSISTENCY, {"teacher_batch_stats": True}, pretrained="source_only", eval_configs=ADABN, exploratory=True),
-    Row("balanced_consistency", "uda", CONSISTENCY, {"pseudo_label_class_balance": True}, pretrained="source_only"),
-    Row("tent_consistency", "uda", pretrained="adabn_consistency", eval_configs=ADABN_TENT, train=False, exploratory=True),
-    Row(
-        "adabn_balanced_consistency", "uda", CONSISTENCY,
-        {"teacher_batch_stats": True, "pseudo_label_class_balance": True}, pretrained="source_only", eval_configs=ADABN,
-    ),
-    Row("tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=ADABN_TENT, train=False),
-    Row("consistency_tta", "uda", pretrained="consistency", eval_configs=TTA, train=False),
-    Row("balanced_consistency_tta", "uda", pretrained="balanced_consistency", eval_configs=TTA, train=False),
-    Row("teacher_tta_balanced_consistency", "uda", CONSISTENCY, {"pseudo_label_class_balance": True, "teacher_tta": True}, pretrained="source_only", exploratory=True),
-    Row("teacher_tta_balanced_consistency_tta", "uda", pretrained="teacher_tta_balanced_consistency", eval_configs=TTA, train=False, exploratory=True),
-    Row("balanced_consistency_round2", "uda", CONSISTENCY, {"pseudo_label_class_balance": True}, pretrained="balanced_consistency", exploratory=True),
-    Row("ema_balanced_consistency", "uda", CONSISTENCY, {"pseudo_label_class_balance": True, "deploy_teacher": True}, pretrained="source_only", exploratory=True),
-    Row("ema_balanced_consistency_tta", "uda", pretrained="ema_balanced_consistency", eval_configs=TTA, train=False, exploratory=True),
-    Row("ema_consistency", "uda", CONSISTENCY, {"deploy_teacher": True}, pretrained="source_only", exploratory=True),
-    Row("ema_consistency_tta", "uda", pretrained="ema_consistency", eval_configs=TTA, train=False, exploratory=True),
-    Row("scale_aug", "uda", ("da/scale.json",), exploratory=True),
-    Row("scale_aug_balanced_consistency", "uda", (*CONSISTENCY, "da/scale.json"), {"pseudo_label_class_balance": True}, pretrained="scale_aug", exploratory=True),
-    Row("scale_aug_balanced_consistency_tta", "uda", pretrained="scale_aug_balanced_consistency", eval_configs=TTA, train=False, exploratory=True),
-    Row("scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH_BOTH, train=False),
-    Row("scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH_BOTH, train=False),
-    Row("scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH_BOTH, train=False),
-    Row("scale_match_tent_balanced_consistency", "uda", pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH_BOTH), train=False),
-    Row("oriented_scale_match", "uda", pretrained="source_only", eval_configs=SCALE_MATCH, train=False),
-    Row("oriented_scale_match_consistency", "uda", pretrained="consistency", eval_configs=SCALE_MATCH, train=False),
-    Row("oriented_scale_match_balanced_consistency", "uda", pretrained="balanced_consistency", eval_configs=SCALE_MATCH, train=False),
-    Row(
-        "oriented_scale_match_tent_balanced_consistency", "uda",
-        pretrained="adabn_balanced_consistency", eval_configs=(*ADABN_TENT, *SCALE_MATCH), train=False,
-    ),
-    Row("ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1}, pretrained="source_only"),
-    Row("ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0}, pretrained="source_only"),
-    Row("ynet_ft_10", "ssda", ("da/finetune.json",), {"target_label_fraction": 0.1, "freeze_encoder": True}, pretrained="ynet"),
-    Row("ynet_ft_100", "ssda", ("da/finetune.json",), {"target_label_fraction": 1.0, "freeze_encoder": True}, pretrained="ynet"),
+# The benchmark's grid, in the order of its tables: recipes of ``configs/pipelines`` (``scripts/recipes.py``)
+BENCHMARK_ROWS = (
+    "source_only",
+    # trains twice the budget's epochs (its recipe's epochs_factor), as many iterations as a row that
+    # starts from source-only has in all: trained for the budget's epochs only, the from-scratch
+    # oracle fell below fine-tuned and even unsupervised rows FAFB -> VNC (results at 33f22dd)
+    "oracle", "histogram_match", "adabn", "tent", "mmd", "coral",
+    "dann",  # revision 2: the domain classifier lost its batch norm (#28)
+    "class_mmd", "ynet",
+    "two_stream",  # revision 2: shared, normalised decoder (#28)
+    "randomize", "self_training", "randomize_self_training", "consistency", "adabn_consistency", "balanced_consistency",
+    "tent_consistency", "adabn_balanced_consistency", "tent_balanced_consistency", "consistency_tta", "balanced_consistency_tta",
+    "teacher_tta_balanced_consistency", "teacher_tta_balanced_consistency_tta", "balanced_consistency_round2",
+    "ema_balanced_consistency", "ema_balanced_consistency_tta", "ema_consistency", "ema_consistency_tta",
+    "scale_aug", "scale_aug_balanced_consistency", "scale_aug_balanced_consistency_tta",
+    # object-scale matching: scale_match* search every candidate size (the first, pre-registered search),
+    # oriented_scale_match* only the side the predicted object size points to
+    "scale_match", "scale_match_consistency", "scale_match_balanced_consistency", "scale_match_tent_balanced_consistency",
+    "oriented_scale_match", "oriented_scale_match_consistency", "oriented_scale_match_balanced_consistency",
+    "oriented_scale_match_tent_balanced_consistency",
+    "ft_10", "ft_100", "ynet_ft_10", "ynet_ft_100",
 )
+RECIPES = load_recipes()
+ROWS = tuple(RECIPES[name] for name in BENCHMARK_ROWS)
 ROW_BY_NAME = {row.name: row for row in ROWS}
 MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default grid, whose seeds the goal counts
 # "Best UDA" is chosen on the synthetic pair, never on real target labels (``choose``,
@@ -230,68 +156,36 @@ class Benchmark:
         b = self.budget
         return {"pixel_size_nm": b["pixel_size_nm"], "seed": seed}
 
-    def result_path(self, direction: str, row: Row, seed: int) -> Path:
+    def result_path(self, direction: str, row: Recipe, seed: int) -> Path:
         return self.runs_dir / direction / row.name / f"seed{seed}.json"
 
-    def run_root(self, direction: str, row: Row, seed: int) -> Path:
+    def run_root(self, direction: str, row: Recipe, seed: int) -> Path:
         return run_root(self.work_dir, direction, row.name, seed)
 
-    def eval_dir(self, direction: str, row: Row, seed: int, name: str) -> Path:
+    def eval_dir(self, direction: str, row: Recipe, seed: int, name: str) -> Path:
         """Where ``_evaluate`` writes the evaluation ``name`` (``last``, ``selected``, ``start``) of a cell."""
         return self.run_root(direction, row, seed) / f"eval_{name}"
 
-    def last_model(self, direction: str, row: Row, seed: int) -> Path:
+    def last_model(self, direction: str, row: Recipe, seed: int) -> Path:
         """Where ``row``'s training writes its last checkpoint (it may not exist yet)."""
         return last_model(self.work_dir, direction, row.name, seed)
 
-    def _checkpoint(self, direction: str, row: Row, seed: int) -> Path:
+    def recipe_run(self, direction: str, seed: int) -> RecipeRun:
+        """The recipes' shared training and evaluation (``scripts/recipes.py``) for one direction and seed."""
+        return RecipeRun(
+            RECIPES, self.data_root / direction, self.budget, seed, lambda name: run_root(self.work_dir, direction, name, seed),
+            env=self.env, unrecorded_epochs=self.budget["max_epochs"],
+        )
+
+    def _checkpoint(self, direction: str, row: Recipe, seed: int) -> Path:
         """The last checkpoint of ``row``, training (or resuming) it first unless its training finished
         (``train_once``: a finished training of other epochs than the row's is refused)."""
-        target = row if row.train else ROW_BY_NAME[row.pretrained]
-        train = lambda: self._train(direction, target, seed)  # noqa: E731
-        train_once(
-            self.run_root(direction, target, seed), target.name, target.epochs(self.budget), train,
-            unrecorded_epochs=self.budget["max_epochs"], revision=target.revision,
-        )
-        return self.last_model(direction, target, seed)
+        return self.recipe_run(direction, seed).checkpoint(row)
 
-    def _train(self, direction: str, row: Row, seed: int) -> None:
-        b, root = self.budget, self.run_root(direction, row, seed)
-        overrides = {
-            **self._common(seed),
-            "dataset_dir": str(self.data_root / direction),
-            "patch_size": [b["patch"], b["patch"]],
-            "batch_size": b["batch_size"],
-            "max_epochs": row.epochs(b),
-            "iterations_per_epoch": b["iterations_per_epoch"],
-            "val_interval": b["val_interval"],
-            "resume": True,  # an interrupted run continues from its newest training checkpoint
-            **row.overrides,
-        }
-        if row.pretrained:
-            overrides["pretrained_checkpoint"] = str(self._checkpoint(direction, ROW_BY_NAME[row.pretrained], seed))
-        configs = [CONFIGS / "train.json", *(CONFIGS / c for c in row.configs)]
-        print(f"  train {direction}/{row.name}/seed{seed}", flush=True)
-        run_bundle_logged(configs, root, root / "logs" / "train.log", env=self.env, **overrides)
+    def _evaluate(self, direction: str, row: Recipe, seed: int, checkpoint: Path, name: str) -> dict:
+        return self.recipe_run(direction, seed).evaluate(row, checkpoint, self.eval_dir(direction, row, seed, name), f"eval_{name}")
 
-    def _evaluate(self, direction: str, row: Row, seed: int, checkpoint: Path, name: str) -> dict:
-        root = self.run_root(direction, row, seed)
-        eval_dir = self.eval_dir(direction, row, seed, name)
-        configs = [CONFIGS / "inference.json", CONFIGS / "evaluate.json", *(CONFIGS / c for c in row.eval_configs)]
-        roi = [self.budget["patch"], self.budget["patch"]]
-        extra = {}
-        if set(SCALE_MATCH) <= set(row.eval_configs):
-            extra = {"scale_match_file": str(eval_dir / SCALE_MATCH_FILE)}
-            if "scale_match_factors" in self.budget:
-                extra["scale_match_factors"] = self.budget["scale_match_factors"]
-        run_bundle_logged(
-            configs, root, root / "logs" / f"eval_{name}.log", env=self.env,
-            pixel_size_nm=self.budget["pixel_size_nm"], dataset_dir=str(self.data_root / direction), checkpoint=str(checkpoint),
-            eval_dir=str(eval_dir), roi_size=roi, **extra,
-        )
-        return json.loads((eval_dir / "metrics.json").read_text())["metrics"]
-
-    def run_one(self, direction: str, row: Row, seed: int) -> dict:
+    def run_one(self, direction: str, row: Recipe, seed: int) -> dict:
         """Train (if the row trains) and evaluate one cell; write and return its cached result."""
         out = self.result_path(direction, row, seed)
         if out.exists():
@@ -322,7 +216,7 @@ class Benchmark:
             "configs": list(row.configs) + list(row.eval_configs),
             "overrides": row.overrides,
             "pretrained": row.pretrained,
-            "revisions": _revisions(row),
+            "revisions": revisions(RECIPES, row.name),
             "spacing_nm": self.spacing_nm,
             "metrics_last": metrics_last,
             "metrics_source_val_selected": metrics_selected,
@@ -486,23 +380,13 @@ def _stale_reason(cell: dict, spacing_nm: dict) -> str | None:
     if cell["direction"] in DIRECTIONS and cell.get("spacing_nm") != spacing_nm:
         return f"made at other domain pixel sizes ({cell.get('spacing_nm')} nm)"
     row = ROW_BY_NAME.get(cell["row"])
-    if row is not None and cell.get("revisions", {}) != _revisions(row):
-        return f"made with other method revisions ({cell.get('revisions', {})}; now {_revisions(row)})"
+    if row is not None and cell.get("revisions", {}) != revisions(RECIPES, row.name):
+        return f"made with other method revisions ({cell.get('revisions', {})}; now {revisions(RECIPES, row.name)})"
     if row is not None and row.train and "budget" in cell:
         trained = cell.get("epochs") or cell["budget"]["max_epochs"]
         if trained != row.epochs(cell["budget"]):
             return f"trained {trained} epochs, the row now trains {row.epochs(cell['budget'])}"
     return None
-
-
-def _revisions(row: Row) -> dict[str, int]:
-    """The revisions of ``row`` and of the rows it starts from that are not 1 (what a cached cell must match)."""
-    chain = {}
-    while row is not None:
-        if row.revision != 1:
-            chain[row.name] = row.revision
-        row = ROW_BY_NAME[row.pretrained] if row.pretrained else None
-    return chain
 
 
 def _load(runs_dir: Path) -> list[dict]:

@@ -135,13 +135,13 @@ def _spacing(text: str | tuple | None, option: str) -> tuple[float, float, float
     return check_spacing(spacing, f"--{option}")  # the readers' rule: finite and positive
 
 
-def _read_domain(image: str, labels: str | None, spacing: str | tuple | None, role: str):
+def _read_domain(image: str, labels: str | None, spacing: str | tuple | None, role: str, threshold: float | None = None):
     """(image, binary labels or None, spacing) of one domain; a spacing neither in the file nor given is an error."""
     given = _spacing(spacing, f"{role}-spacing")
     volume, file_spacing = read_volume(image, spacing=given)
     if file_spacing is None:
         raise EMDataError(f"{image}: the {role} volume has no spacing metadata; pass --{role}-spacing z,y,x (nm).")
-    mask = read_label(labels, spacing=file_spacing)[0] if labels else None
+    mask = read_label(labels, threshold=threshold, spacing=file_spacing)[0] if labels else None
     return volume, mask, file_spacing
 
 
@@ -153,13 +153,16 @@ def pair(
     target_labels: str | None = None,
     source_spacing: str | None = None,
     target_spacing: str | None = None,
+    source_label_threshold: float | None = None,
+    target_label_threshold: float | None = None,
     force: bool = False,
 ) -> str:
     """Prepare your own pair: a labelled ``source`` volume and a ``target`` volume from another microscope.
 
     Any format the readers take (TIFF stack, folder of sections, NIfTI, MHA/NRRD, zarr). Labels are
     binarised (any non-zero value is foreground). ``--*-spacing z,y,x`` (nm) gives a pixel size the
-    file lacks (or replaces a wrong one). ``target_labels`` are optional and only ever give the target
+    file lacks (or replaces a wrong one). ``--*-label-threshold t`` makes foreground = value > t, for
+    anti-aliased masks (e.g. 127). ``target_labels`` are optional and only ever give the target
     test region's scores; an unlabelled target gets no label entries, so evaluation refuses to run
     on it. Writes ``out_dir/source_to_target/datalist.json`` (the bundle's ``--dataset_dir``).
     """
@@ -168,11 +171,12 @@ def pair(
     inputs = [p for p in (source, source_labels, target, target_labels) if p]
     out = Path(out_dir)
     direction = "source_to_target"
-    with _building(out, inputs, force, [direction]) as tmp:
+    options = {"spacing": [source_spacing, target_spacing], "label_threshold": [source_label_threshold, target_label_threshold]}
+    with _building(out, inputs, force, [direction], options=options) as tmp:
         if tmp is None:
             return str(out)
-        image, label, spacing = _read_domain(source, source_labels, source_spacing, "source")
-        target_image, target_label, target_spacing_nm = _read_domain(target, target_labels, target_spacing, "target")
+        image, label, spacing = _read_domain(source, source_labels, source_spacing, "source", source_label_threshold)
+        target_image, target_label, target_spacing_nm = _read_domain(target, target_labels, target_spacing, "target", target_label_threshold)
         volumes = tmp / "volumes"
         write_domain(volumes / "source", image, label, spacing)
         write_domain(volumes / "target", target_image, target_label, target_spacing_nm)
@@ -216,13 +220,15 @@ def mito_instances(data_dir: str = "../shared/data", out_dir: str = "data/prepar
 
 
 @contextlib.contextmanager
-def _building(out: Path, data_dir: str | list[str], force: bool, directions: list[str], spacing_nm: dict | None = None) -> Iterator[Path | None]:
+def _building(
+    out: Path, data_dir: str | list[str], force: bool, directions: list[str], spacing_nm: dict | None = None, options: dict | None = None
+) -> Iterator[Path | None]:
     """Yield a temporary folder beside ``out`` to build the prepared dataset in, or None to keep ``out``.
 
     Refuses, before anything is written, an ``out`` that is, holds or lies inside ``data_dir`` and an
     ``out`` that is a file. A complete earlier result (its ``prepared.json`` marker) is kept unless
-    ``force``; a result prepared with other pixel sizes (``spacing_nm``) or an incomplete or foreign
-    folder is refused unless ``force``. The new result, marker included, replaces ``out`` only when
+    ``force``; a result prepared with other pixel sizes (``spacing_nm``), from other input files or
+    with other ``options`` (recorded beside them), or an incomplete or foreign folder is refused unless ``force``. The new result, marker included, replaces ``out`` only when
     complete: a failed (or forced) build never leaves a partial folder or costs the old one.
     """
     inputs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
@@ -230,8 +236,15 @@ def _building(out: Path, data_dir: str | list[str], force: bool, directions: lis
     if out.exists() and not out.is_dir():
         raise EMDataError(f"{out}: is a file, not a folder; choose another out_dir for the prepared dataset.")
     marker = out / MARKER
+    record = {"data_dir": [str(Path(d).resolve()) for d in inputs] if len(inputs) > 1 else str(Path(inputs[0]).resolve()), "directions": directions}
+    if options is not None:
+        record["options"] = options
     if marker.exists() and not force:
-        recorded = json.loads(marker.read_text()).get("spacing_nm")
+        previous = json.loads(marker.read_text())
+        changed = [k for k in ("data_dir", "options") if k in record and previous.get(k, record[k]) != record[k]]
+        if changed:
+            raise FileExistsError(f"{out} was prepared from other inputs or options ({', '.join(f'{k}: {previous[k]}' for k in changed)}); pass --force to rebuild it, or choose another out_dir.")
+        recorded = previous.get("spacing_nm")
         if spacing_nm is None or recorded == spacing_nm:
             print(f"{out} is already prepared ({MARKER} present); pass --force to rebuild it.")
             yield None
@@ -242,7 +255,6 @@ def _building(out: Path, data_dir: str | list[str], force: bool, directions: lis
     with atomic_path(out, overwrite=True) as tmp:
         tmp.mkdir()
         yield tmp
-        record = {"data_dir": [str(Path(d).resolve()) for d in inputs] if len(inputs) > 1 else str(Path(inputs[0]).resolve()), "directions": directions}
         if spacing_nm is not None:
             record["spacing_nm"] = spacing_nm
         (tmp / MARKER).write_text(json.dumps(record))

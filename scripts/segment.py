@@ -102,6 +102,7 @@ def run(
     overwrite: bool = False,
     summary_json: str | None = None,
     config_overrides: dict | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Segment ``input`` into ``output``; prints and returns a summary (blocks, voxels/s, instances).
 
@@ -113,6 +114,7 @@ def run(
     ``instances`` labels connected components of at least ``min_size`` voxels (default 50, as one-pixel
     specks of a noisy mask are not objects; 0 keeps all). ``resample`` segments at the model's pixel
     size an input whose in-plane pixel size differs (outputs keep the input grid and spacing).
+    ``quiet``: no summary on the console (for callers that report it themselves).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rank, world, device = _init_distributed(device)
@@ -135,7 +137,8 @@ def run(
             dist.destroy_process_group()
     summary.update({"input": str(input), "output": str(output), "device": device, "world_size": world, "rank": rank})
     if rank == 0:
-        print(json.dumps(summary, indent=2))
+        if not quiet:
+            print(json.dumps(summary, indent=2))
         if summary_json:
             Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -61,13 +61,13 @@ def sliding_window_blocks(
 
     For a 2D model pass ``roi_size`` (1, Y, X): sections are independent, so blocks need no z halo.
     ``block_shape`` is the requested core size; an axis shorter than it is one block, otherwise the
-    size is rounded down to a multiple of the window stride (at least one stride). Blocks are ordered z, then y, then x.
+    size is rounded down to a multiple of the window stride (at least one stride). An axis shorter
+    than the window is one block (the predictor pads it, as MONAI's sliding window does). Blocks are
+    ordered z, then y, then x.
     """
     if not (len(shape) == len(roi_size) == len(block_shape)):
         raise ValueError(f"shape {tuple(shape)}, roi_size {tuple(roi_size)} and block_shape {tuple(block_shape)} differ in length.")
-    too_big = [(r, n) for r, n in zip(roi_size, shape) if r > n]
-    if too_big:
-        raise ValueError(f"roi_size {tuple(roi_size)} is larger than the volume {tuple(shape)}; use a smaller roi.")
+    roi_size = [min(int(r), int(n)) for r, n in zip(roi_size, shape)]
     per_axis = [_axis_regions(int(n), int(r), overlap, int(b)) for n, r, b in zip(shape, roi_size, block_shape)]
     blocks = []
     for index, pairs in enumerate(itertools.product(*per_axis)):

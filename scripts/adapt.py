@@ -1,0 +1,393 @@
+"""Adapt a segmentation model to your own microscope in one command.
+
+    python scripts/adapt.py run --source vnc/raw --source-labels vnc/mito --source-label-threshold 127 \\
+        --target fafb/im --source-spacing 50,4.6,4.6 --target-spacing 40,8,8 --out adapted/
+    python scripts/adapt.py run ... --evaluate fafb/seg --target-label-threshold 127   # also score against target labels
+    python scripts/adapt.py run ... --task membranes --budget cpu --device cuda
+
+What it does, per target volume (each step is skipped when a rerun finds it finished, so a killed
+run resumes where it stopped):
+
+1. **prepare**: the pair as ``prepare_data.py pair`` writes it (``OUT/data/<target>/``);
+2. **train**: every candidate recipe of ``bundles/em_mitochondria/configs/pipelines`` (by default
+   those marked ``adapt_candidate``) and the recipes it starts from, through the bundle, at the
+   ``--budget`` (``quick``, ``cpu``, ``gpu``) and ``--seed``: the benchmark's code path
+   (``scripts/recipes.py``), so ``--budget cpu`` gives the benchmark cell of the same recipe and seed;
+3. **deploy**: each candidate as a model file (test-time adapted by AdaBN / TENT where its recipe says);
+4. **score**: each candidate segments the target's unlabelled training region and the source's
+   validation region; label-free scores (agreement with the other candidates, information
+   maximisation, entropy, predicted vs BBSE-estimated foreground fraction) go to ``scores.json`` and
+   the rule picks one (``PICK_RULE``; target labels are never read);
+5. **segment**: the whole target with the pick, out-of-core (``OUT/<target>/segmentation.zarr``,
+   OME-Zarr, and ``segmentation_mask.tif``);
+6. **evaluate** (only with ``--evaluate LABELS``): every candidate on the target's test region, as
+   the benchmark evaluates it;
+7. **report**: ``OUT/report.md`` with overlays, the scores and, with ``--evaluate``, the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import fire
+import numpy as np
+from benchmark_common import REPO, worker_env, write_result
+from prepare_data import pair as prepare_pair
+from recipes import BUDGETS, OVERLAYS, Recipe, RecipeError, RecipeRun, chain, load_recipes
+
+from custom.data import load_datalist
+from custom.data.readers import EMDataError, read_label
+from custom.metrics.selection import (
+    bbse_foreground_fraction,
+    confusion_rates,
+    consensus_agreement,
+    information_maximization,
+    prediction_entropy,
+)
+from custom.utils import run_bundle_logged
+from custom.utils.errors import exit_with
+from custom.utils.io import check_distinct_from_inputs
+
+TASKS = {"mitochondria": REPO / "bundles" / "em_mitochondria", "membranes": REPO / "bundles" / "em_membranes"}
+USER_BUDGETS = ("quick", "cpu", "gpu")
+# Test-time configs a deployed model can carry: AdaBN / TENT are baked into the saved weights
+# (``save_adapted.json``), test-time augmentation is a segmentation option.
+BAKED_TEST_TIME = {"da/adabn.json", "da/tent.json"}
+TTA_CONFIG = "tta.json"
+# Pre-registered (commit message of this file's first version) before any of its results: the
+# candidate whose mask agrees best (Dice) with the mean prediction of the other candidates on the
+# unlabelled target region. Not yet validated against target labels (issue #29's validation).
+PICK_RULE = "consensus_agreement"
+SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
+PROGRESS_EVERY_S = 20
+SETTINGS = "adapt_settings.json"  # in --out: what its steps were made with
+
+
+def _as_list(value: str | list | tuple | None) -> list[str]:
+    """A command-line value given once (``a.tif``) or as a list (``[a.tif,b.tif]``) as a list of strings."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _target_names(targets: list[str]) -> list[str]:
+    """A folder name per target volume: its file stem, made unique."""
+    names = []
+    for path in targets:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name.split(".")[0]) or "target"
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _done(message: str) -> None:
+    print(f"[done already] {message}", flush=True)
+
+
+@dataclass
+class Target:
+    """One target volume's inputs and folders under ``--out``."""
+
+    name: str
+    image: str
+    labels: str | None  # only for --evaluate
+    spacing: str | None
+    folder: Path
+    data: Path  # prepared pair (``prepare_data.pair``'s out_dir)
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.data / "source_to_target"
+
+    def region(self, key: str) -> str:
+        """The image of the datalist entry ``key`` (``target_training``, ``validation``)."""
+        return load_datalist(self.dataset_dir, key)[0]["image"]
+
+
+class Adaptation:
+    """The steps of ``run`` for one target, each skipped when its outputs exist."""
+
+    def __init__(self, target: Target, recipes: dict[str, Recipe], candidates: list[str], bundle: Path, budget: str, seed: int, device: str, env: dict) -> None:
+        self.target, self.recipes, self.candidates, self.bundle = target, recipes, candidates, bundle
+        self.budget_name, self.budget, self.seed, self.device, self.env = budget, BUDGETS[budget], seed, device, env
+        self.run = RecipeRun(
+            recipes, target.dataset_dir, self.budget, seed, lambda name: target.folder / "runs" / name,
+            bundle=bundle, env=env, progress_every_s=PROGRESS_EVERY_S,
+        )
+
+    # -- 3. deploy ---------------------------------------------------------------------------
+    def candidate_dir(self, name: str) -> Path:
+        return self.target.folder / "candidates" / name
+
+    def deploy(self, name: str) -> dict:
+        """The candidate's deployable model and segmentation options (``deploy.json``), made once."""
+        record = self.candidate_dir(name) / "deploy.json"
+        if record.exists():
+            return json.loads(record.read_text())
+        recipe = self.recipes[name]
+        checkpoint = self.run.checkpoint(recipe)
+        baked = [c for c in recipe.eval_configs if c in BAKED_TEST_TIME]
+        model = checkpoint
+        if baked:
+            model = self.candidate_dir(name) / "model.pt"
+            root = self.run.root_of(name)
+            print(f"  test-time adaptation of {name} ({', '.join(baked)})", flush=True)
+            run_bundle_logged(
+                [self.bundle / "configs" / "inference.json", *(OVERLAYS / c for c in baked), OVERLAYS / "save_adapted.json"],
+                root, root / "logs" / "test_time_adaptation.log", env=self.env, progress_every_s=PROGRESS_EVERY_S,
+                dataset_dir=str(self.target.dataset_dir), checkpoint=str(checkpoint), adapted_model_file=str(model),
+                pixel_size_nm=self.budget["pixel_size_nm"], roi_size=[self.budget["patch"]] * 2,
+            )
+        deployed = {"recipe": name, "checkpoint": str(model), "tta": TTA_CONFIG in recipe.eval_configs}
+        write_result(record, deployed)
+        return deployed
+
+    # -- 4. score ----------------------------------------------------------------------------
+    def _segment(self, deployed: dict, image: str, output: Path, spacing: tuple | None = None) -> Path:
+        """``segment.py``'s blockwise path (resumable; a finished output is kept)."""
+        from segment import run as segment
+
+        if _zarr_attrs(output).get("complete"):
+            return output
+        segment(
+            image, str(output), bundle=str(self.bundle), checkpoint=deployed["checkpoint"], device=self.device, resample=True,
+            tta=deployed["tta"], tta_rot90=deployed["tta"], input_spacing=spacing, min_size=0, quiet=True,
+        )
+        return output
+
+    def scores(self) -> dict:
+        """Label-free scores of every candidate and the pick (``scores.json``), made once."""
+        path = self.target.folder / "scores.json"
+        if path.exists():
+            _done(f"{self.target.name}: scores and pick ({path})")
+            return json.loads(path.read_text())
+        target_region = self.target.region("target_training")  # unlabelled region; target_test is never opened
+        source_val = load_datalist(self.target.dataset_dir, "validation")[0]
+        source_truth = read_label(source_val["label"])[0]
+        probabilities, rows = {}, {}
+        for name in self.candidates:
+            deployed = self.deploy(name)
+            print(f"  scoring {name}", flush=True)
+            on_target = self._segment(deployed, target_region, self.candidate_dir(name) / "target_region.zarr")
+            on_source = self._segment(deployed, source_val["image"], self.candidate_dir(name) / "source_validation.zarr")
+            p = _read_zarr(on_target, "probability").astype(np.float32) / 255.0
+            probabilities[name] = p
+            predicted = float((_read_zarr(on_target, "labels/mask/0") > 0).mean())
+            confusion = confusion_rates(_read_zarr(on_source, "labels/mask/0") > 0, source_truth > 0)
+            flat = p.reshape(-1)[:: max(1, p.size // SCORE_PIXELS)]
+            two_class = np.stack([1 - flat, flat], axis=1)
+            rows[name] = {
+                "predicted_foreground_fraction": predicted,
+                "bbse_foreground_fraction": _bbse(confusion, predicted),
+                "source_validation_foreground_fraction": float((source_truth > 0).mean()),
+                "information_maximization": information_maximization(two_class),
+                "prediction_entropy": prediction_entropy(two_class),
+            }
+        for name, value in consensus_agreement(probabilities).items():
+            rows[name]["consensus_agreement"] = value
+        pick = max(self.candidates, key=lambda n: rows[n][PICK_RULE])  # ties: the first candidate listed
+        result = {"rule": PICK_RULE, "pick": pick, "candidates": self.candidates, "scores": rows, "region": str(target_region), "seed": self.seed, "budget": self.budget_name}
+        write_result(path, result)
+        print(f"  {self.target.name}: picked {pick} ({PICK_RULE} {rows[pick][PICK_RULE]:.3f})", flush=True)
+        return result
+
+    # -- 5. segment ----------------------------------------------------------------------------
+    def segment_target(self, pick: str) -> dict:
+        """The whole target segmented by the pick: OME-Zarr and a TIFF mask."""
+        zarr_path, tif = self.target.folder / "segmentation.zarr", self.target.folder / "segmentation_mask.tif"
+        if tif.exists():
+            _done(f"{self.target.name}: segmentation ({zarr_path}, {tif})")
+            return {"zarr": str(zarr_path), "mask": str(tif)}
+        from custom.data.lazy import open_volume
+        from custom.data.writers import write_volume
+
+        spacing = _spacing_option(self.target.spacing)
+        self._segment(self.deploy(pick), self.target.image, zarr_path, spacing)
+        write_volume(tif, _read_zarr(zarr_path, "labels/mask/0"), open_volume(self.target.image, spacing=spacing).spacing, overwrite=True)
+        print(f"wrote {zarr_path} and {tif}", flush=True)
+        return {"zarr": str(zarr_path), "mask": str(tif)}
+
+    # -- 6. evaluate ---------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Target-test metrics of every candidate (the benchmark's evaluation), made once each."""
+        metrics = {}
+        for name in self.candidates:
+            eval_dir = self.target.folder / "evaluation" / name
+            if (eval_dir / "metrics.json").exists():
+                metrics[name] = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+                continue
+            recipe = self.recipes[name]
+            metrics[name] = self.run.evaluate(recipe, self.run.checkpoint(recipe), eval_dir, "evaluate_target_test")
+        return metrics
+
+
+def _bbse(confusion: np.ndarray, predicted: float) -> float | None:
+    """BBSE's target foreground fraction, None when the source confusion cannot be inverted (a model
+    that predicts one class everywhere on the source)."""
+    try:
+        return bbse_foreground_fraction(confusion, predicted)
+    except ValueError:
+        return None
+
+
+def _zarr_attrs(path: Path) -> dict:
+    """The ``segmentation`` attribute of a segmentation zarr ({} when absent)."""
+    import zarr
+
+    try:
+        return dict(dict(zarr.open_group(str(path), mode="r").attrs).get("segmentation", {}))
+    except Exception:
+        return {}
+
+
+def _read_zarr(path: Path, key: str) -> np.ndarray:
+    import zarr
+
+    return np.asarray(zarr.open_group(str(path), mode="r")[key][:])
+
+
+def _spacing_option(text: str | None) -> tuple | None:
+    from prepare_data import _spacing
+
+    return _spacing(text, "target-spacing")
+
+
+def _claim_out(out_dir: Path, settings: dict) -> None:
+    """Record the settings an ``--out`` folder's models and picks are made with; refuse other settings
+    there (a rerun with another seed, budget or source would otherwise reuse finished steps)."""
+    record = out_dir / SETTINGS
+    if record.exists():
+        previous = json.loads(record.read_text())
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        if changed:
+            raise FileExistsError(
+                f"{out_dir} holds an adaptation made with other settings ({', '.join(f'{k}: {previous.get(k)!r} now {settings[k]!r}' for k in changed)}); "
+                "rerun with the same settings to resume it, or choose another --out."
+            )
+        return
+    write_result(record, settings)
+
+
+def _check_candidates(recipes: dict[str, Recipe], names: list[str]) -> None:
+    """Refuse candidates that read target labels or whose test-time configs cannot be deployed."""
+    unknown = sorted(set(names) - set(recipes))
+    if unknown:
+        raise RecipeError(f"unknown candidates {unknown}; recipes: {sorted(recipes)}.")
+    for name in names:
+        steps = chain(recipes, name)
+        if any(r.uses_target_labels for r in steps):
+            raise RecipeError(f"candidate {name} trains on target labels ({[r.name for r in steps if r.uses_target_labels]}); adapt.py adapts without them.")
+        unsupported = [c for c in recipes[name].eval_configs if c not in BAKED_TEST_TIME | {TTA_CONFIG}]
+        if unsupported:
+            raise RecipeError(f"candidate {name}: test-time configs {unsupported} cannot be deployed by adapt.py (supported: {sorted(BAKED_TEST_TIME | {TTA_CONFIG})}).")
+    if len(names) < 3 and PICK_RULE == "consensus_agreement":
+        raise RecipeError(f"the pick compares each candidate with the others' consensus: give at least 3 candidates, got {names}.")
+
+
+def run(
+    source: str,
+    source_labels: str,
+    target: str | list,
+    out: str,
+    source_spacing: str | None = None,
+    target_spacing: str | None = None,
+    source_label_threshold: float | None = None,
+    evaluate: str | list | None = None,
+    target_label_threshold: float | None = None,
+    task: str = "mitochondria",
+    budget: str = "quick",
+    candidates: str | list | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int = 2,
+) -> dict:
+    """Adapt a model trained on ``source`` (+ ``source_labels``) to each ``target`` volume, pick a
+    candidate per target without target labels, segment the target, and write ``out/report.md``.
+
+    ``target``: one volume or a list (``[a.tif,b.tif]``); ``*_spacing``: ``z,y,x`` nm when the files
+    do not say; ``*_label_threshold``: foreground = value > threshold for anti-aliased masks (default:
+    any non-zero value); ``evaluate``: target label volumes, one per target, used only to score the
+    candidates on each target's test region in the report (never for the pick); ``candidates``: recipe
+    names (default: the recipes marked ``adapt_candidate``); ``budget``: ``quick`` (minutes, a smoke
+    run), ``cpu`` or ``gpu`` (``scripts/recipes.py``).
+    """
+    targets, labels = _as_list(target), _as_list(evaluate)
+    if task not in TASKS:
+        raise EMDataError(f"unknown task {task!r}; choose from {sorted(TASKS)}.")
+    if budget not in USER_BUDGETS:
+        raise EMDataError(f"unknown budget {budget!r}; choose from {USER_BUDGETS}.")
+    if not targets:
+        raise EMDataError("--target is required: the volume(s) to adapt to.")
+    if labels and len(labels) != len(targets):
+        raise EMDataError(f"--evaluate needs one label volume per target: {len(targets)} targets, {len(labels)} label volumes.")
+    inputs = [source, source_labels, *targets, *labels]
+    for path in inputs:
+        if not Path(path).exists():
+            raise EMDataError(f"{path}: not found.")
+    out_dir = Path(out)
+    check_distinct_from_inputs(out_dir, inputs)
+    recipes = load_recipes()
+    default = sorted((n for n, r in recipes.items() if r.adapt_candidate), key=lambda n: (len(chain(recipes, n)), n))  # source-only first
+    names = _as_list(candidates) if candidates else default
+    names = [n for part in names for n in part.split(",") if n]
+    _check_candidates(recipes, names)
+    for text, role in ((source_spacing, "source-spacing"), (target_spacing, "target-spacing")):
+        from prepare_data import _spacing
+
+        _spacing(text, role)
+    settings = {
+        "source": str(Path(source).resolve()), "source_labels": str(Path(source_labels).resolve()), "source_spacing": source_spacing,
+        "target_spacing": target_spacing, "source_label_threshold": source_label_threshold, "target_label_threshold": target_label_threshold,
+        "task": task, "budget": budget, "seed": seed, "candidates": names, "rule": PICK_RULE,
+    }
+    _claim_out(out_dir, settings)
+    bundle = TASKS[task]
+    env = worker_env(threads)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    summary = {"task": task, "budget": budget, "seed": seed, "candidates": names, "targets": {}}
+    for name, image, label in zip(_target_names(targets), targets, labels or [None] * len(targets)):
+        folder = out_dir / name
+        item = Target(name, image, label, target_spacing, folder, out_dir / "data" / name)
+        print(f"[{name}] prepare", flush=True)
+        prepare_pair(
+            source, image, str(item.data), source_labels=source_labels, target_labels=label, source_spacing=source_spacing,
+            target_spacing=target_spacing, source_label_threshold=source_label_threshold, target_label_threshold=target_label_threshold,
+        )
+        adaptation = Adaptation(item, recipes, names, bundle, budget, seed, device, env)
+        print(f"[{name}] train and deploy {len(names)} candidates", flush=True)
+        for candidate in names:
+            adaptation.deploy(candidate)
+        print(f"[{name}] score", flush=True)
+        scores = adaptation.scores()
+        print(f"[{name}] segment with {scores['pick']}", flush=True)
+        outputs = adaptation.segment_target(scores["pick"])
+        metrics = None
+        if label:
+            print(f"[{name}] evaluate on the target test region", flush=True)
+            metrics = adaptation.evaluate()
+        summary["targets"][name] = {"image": image, "pick": scores["pick"], "scores": scores["scores"], "scores_region": scores["region"], "outputs": outputs, "metrics": metrics}
+    from adapt_report import write_report
+
+    report = write_report(out_dir, summary)
+    print(f"wrote {report}", flush=True)
+    return summary
+
+
+def main() -> None:
+    try:
+        fire.Fire({"run": run}, serialize=lambda _: None)
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as err:  # EMDataError, RecipeError: one line
+        exit_with(str(err))
+    except RuntimeError as err:  # a bundle step failed: its log is named
+        exit_with(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

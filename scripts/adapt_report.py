@@ -1,0 +1,107 @@
+"""``report.md`` and its figures for ``adapt.py``: the pick per target, every candidate's label-free
+scores, overlays of source-only vs the pick, and (with ``--evaluate``) target-test metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from custom.data.readers import read_volume
+from custom.utils import atomic_path
+from custom.visualize import save_overlay_png
+
+REPORT = "report.md"
+BASELINE = "source_only"
+
+
+def _scores_png(path: Path, name: str, scores: dict, pick: str) -> Path:
+    """Two panels: each candidate's agreement with the others' consensus (the pick's score), and its
+    predicted foreground fraction beside the BBSE estimate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(scores)
+    y = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True)
+    colours = ["tab:green" if n == pick else "tab:grey" for n in names]
+    left.barh(y, [scores[n]["consensus_agreement"] for n in names], color=colours)
+    left.set_xlim(0, 1)
+    left.set_xlabel("Dice with the other candidates' consensus")
+    left.set_yticks(y, [f"{n} (pick)" if n == pick else n for n in names], fontsize=8)
+    left.invert_yaxis()
+    right.barh(y - 0.2, [scores[n]["predicted_foreground_fraction"] for n in names], 0.4, label="predicted")
+    right.barh(y + 0.2, [scores[n]["bbse_foreground_fraction"] or 0.0 for n in names], 0.4, label="BBSE estimate (0: undefined)")
+    right.set_xlabel("target foreground fraction")
+    right.legend(fontsize=8)
+    fig.suptitle(f"{name}: label-free scores (no target labels)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _overlay_png(path: Path, out_dir: Path, name: str, region: str, pick: str) -> Path:
+    """Target sections (unlabelled training region) as source-only and the pick segment them."""
+    import zarr
+
+    image = read_volume(region)[0]
+    shown = [BASELINE, pick] if BASELINE != pick and (out_dir / name / "candidates" / BASELINE).exists() else [pick]
+    masks = {n: np.asarray(zarr.open_group(str(out_dir / name / "candidates" / n / "target_region.zarr"), mode="r")["labels/mask/0"][:]) for n in shown}
+    return save_overlay_png(path, image, masks, title=f"{name}: source-only vs the pick ({pick}), no labels")
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def write_report(out_dir: Path, summary: dict) -> Path:
+    """Write ``out_dir/report.md`` (and its PNGs beside it) from ``adapt.run``'s summary."""
+    lines = [
+        "# Adaptation report",
+        "",
+        f"Task **{summary['task']}**, budget **{summary['budget']}**, seed {summary['seed']}; candidates: {', '.join(summary['candidates'])}.",
+        "The pick is the candidate whose mask agrees best (Dice) with the mean prediction of the other candidates on the target's",
+        "unlabelled training region (`consensus_agreement`, fixed before its results; not yet validated on real pairs, see",
+        "`results/label_free_selection.md` when it exists). No target label is read to pick. BBSE estimates the target's",
+        "foreground fraction from the source-validation confusion matrix: a predicted fraction far from it hints at over- or",
+        "under-segmentation.",
+        "",
+    ]
+    for name, target in summary["targets"].items():
+        scores, pick = target["scores"], target["pick"]
+        lines += [f"## {name}", "", f"Target `{target['image']}`: picked **{pick}**; mask `{target['outputs']['mask']}`, OME-Zarr `{target['outputs']['zarr']}`.", ""]
+        header = ["candidate", "consensus Dice", "IM", "entropy", "predicted fg", "BBSE fg"]
+        metrics = target.get("metrics")
+        if metrics:
+            header += ["IoU (test labels)", "Dice (test labels)"]
+        rows = [header]
+        for candidate, s in scores.items():
+            row = [f"**{candidate}**" if candidate == pick else candidate] + [
+                "n/a" if s[k] is None else f"{s[k]:.3f}"
+                for k in ("consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction")
+            ]
+            if metrics:
+                row += [f"{metrics[candidate]['iou']:.3f}", f"{metrics[candidate]['dice']:.3f}"]
+            rows.append(row)
+        lines += _table(rows) + [""]
+        if metrics:
+            best = max(metrics, key=lambda n: metrics[n]["iou"])
+            lines += [
+                f"With the test labels (`--evaluate`, for this report only): the pick scores IoU {metrics[pick]['iou']:.3f}; the best candidate "
+                f"on those labels is {best} ({metrics[best]['iou']:.3f}; regret {metrics[best]['iou'] - metrics[pick]['iou']:.3f})"
+                + (f"; source-only {metrics[BASELINE]['iou']:.3f}." if BASELINE in metrics else "."),
+                "",
+            ]
+        figures = [
+            _scores_png(out_dir / f"{name}_scores.png", name, scores, pick),
+            _overlay_png(out_dir / f"{name}_overlay.png", out_dir, name, target["scores_region"], pick),
+        ]
+        lines += [f"![{f.stem}]({f.name})" for f in figures] + [""]
+    path = out_dir / REPORT
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path
