@@ -262,6 +262,7 @@ def _claim_out(out_dir: Path, settings: dict) -> None:
     """Record the settings an ``--out`` folder's models and picks are made with; refuse other settings
     there (a rerun with another seed, budget or source would otherwise reuse finished steps)."""
     record = out_dir / SETTINGS
+    settings = json.loads(json.dumps(settings))  # as recorded: tuples become lists
     if record.exists():
         previous = json.loads(record.read_text())
         changed = sorted(k for k in settings if previous.get(k) != settings[k])

@@ -6,6 +6,7 @@
     python scripts/prepare_data.py nuclei ../shared/data data/prepared_nuclei
     python scripts/prepare_data.py mito_instances ../shared/data data/prepared_mito_instances
     python scripts/prepare_data.py pair --source src.tif --source-labels src_mask.tif --target tgt.tif --out-dir data/my_pair
+    python scripts/prepare_data.py reimage --image vnc/raw --labels vnc/membranes --spacing 50,4.6,4.6 --out-dir data/vnc_reimaged --pixel-size-factor 1.5 --gamma 1.4
 
 ``from_dir`` writes ``volumes/<domain>/`` (whole volumes and x-splits with spacing) and one folder
 per adaptation direction (``vnc_to_fafb/``, ``fafb_to_vnc/``) holding ``datalist.json``; pass that
@@ -14,20 +15,24 @@ VNC stack 1 membranes as the labelled source, the unlabelled VNC stack 2 (or, wi
 ``--target isbi2012``, the ISBI 2012 training volume, labelled) as the target. ``nuclei`` and
 ``mito_instances`` write 2D instance datasets (``custom.data.instance_data``) for the
 ``nuclei_instances`` bundle. ``pair`` prepares any two volumes of your own (a labelled source and a
-target, labelled or not) the same way.
+target, labelled or not) the same way. ``reimage`` writes a real volume as another microscope might
+image it (``custom.data.reimage``): a development target with real content and known labels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import fire
+import numpy as np
 
-from custom.data import em_instance_samples, write_direction_datalist, write_domain, write_instance_dataset, zscore
+from custom.data import Reimaging, em_instance_samples, write_direction_datalist, write_domain, write_instance_dataset, write_volume, zscore
+from custom.data import reimage as reimage_volume
 from custom.data.datasets import (
     dsb2018_ids,
     get_dsb2018_folder,
@@ -94,30 +99,43 @@ def from_dir(data_dir: str = "../shared/data", out_dir: str = "data/prepared", f
     return _report(out, directions)
 
 
-def membranes(data_dir: str = "../shared/data", out_dir: str = "data/prepared_membranes", target: str = "vnc_stack2", force: bool = False) -> str:
+def membranes(
+    data_dir: str = "../shared/data",
+    out_dir: str = "data/prepared_membranes",
+    target: str = "vnc_stack2",
+    target_dir: str | None = None,
+    target_spacing: str | None = None,
+    force: bool = False,
+) -> str:
     """Prepare the membrane task: VNC stack 1 membranes (source) adapted to ``target``.
 
     ``target`` is "vnc_stack2" (unlabelled, from ``data_dir``) or "isbi2012" (labelled; read from
     ``data_dir/isbi2012``, see ``custom.data.datasets.isbi2012``), whose target-test region then
-    gives target scores. Writes the direction folder ``vnc_membranes_to_<target>/``.
+    gives target scores. ``target_dir`` takes an unlabelled target volume of your own instead (a
+    folder of sections or a volume file; ``--target-spacing z,y,x`` nm when it has no spacing).
+    Writes the direction folder ``vnc_membranes_to_<target>/``.
     """
-    if target not in ("vnc_stack2", "isbi2012"):
-        raise EMDataError(f"unknown membrane target {target!r}; choose 'vnc_stack2' or 'isbi2012'.")
+    if target_dir is None and target not in ("vnc_stack2", "isbi2012"):
+        raise EMDataError(f"unknown membrane target {target!r}; choose 'vnc_stack2' or 'isbi2012', or pass --target-dir.")
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", Path(target_dir).name.split(".")[0]) if target_dir else target
     out = Path(out_dir)
-    direction = f"vnc_membranes_to_{target}"
-    with _building(out, data_dir, force, [direction]) as tmp:
+    direction = f"vnc_membranes_to_{name}"
+    with _building(out, [data_dir, target_dir] if target_dir else data_dir, force, [direction], options={"target_spacing": target_spacing} if target_dir else None) as tmp:
         if tmp is None:
             return str(out)
         volumes = tmp / "volumes"
         image, label, spacing = load_drosophila_vnc(data_dir, target="membranes")
         write_domain(volumes / "vnc_membranes", image, label, spacing)
-        if target == "isbi2012":
+        if target_dir:
+            image, _, spacing = _read_domain(target_dir, None, target_spacing, "target")
+            write_domain(volumes / "target", image, None, spacing)
+        elif target == "isbi2012":
             image, label, spacing = load_isbi2012(data_dir)
             write_domain(volumes / "isbi2012", image, label, spacing)
         else:
             stack2, spacing = load_drosophila_vnc_stack2(data_dir)
             write_domain(volumes / "vnc_stack2", stack2, None, spacing)
-        write_direction_datalist(tmp / direction, volumes / "vnc_membranes", volumes / target, direction)
+        write_direction_datalist(tmp / direction, volumes / "vnc_membranes", volumes / ("target" if target_dir else target), direction)
     return _report(out, [direction])
 
 
@@ -184,6 +202,37 @@ def pair(
     return _report(out, [direction])
 
 
+def reimage(
+    image: str,
+    out_dir: str,
+    labels: str | None = None,
+    spacing: str | None = None,
+    label_threshold: float | None = None,
+    pixel_size_factor: float = 1.0,
+    blur_nm: float = 0.0,
+    contrast: float = 1.0,
+    gamma: float = 1.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    force: bool = False,
+) -> str:
+    """Write ``out_dir/image.tif`` (and ``label.tif``) with spacing: ``image`` re-imaged by
+    ``custom.data.Reimaging`` (pixel size x ``pixel_size_factor``, blur, contrast, gamma, noise)."""
+    change = Reimaging(pixel_size_factor, blur_nm, contrast, gamma, noise)
+    out = Path(out_dir)
+    options = {"spacing": spacing, "label_threshold": label_threshold, "seed": seed, "change": vars(change)}
+    with _building(out, [p for p in (image, labels) if p], force, ["."], options=options) as tmp:
+        if tmp is None:
+            return str(out)
+        volume, mask, file_spacing = _read_domain(image, labels, spacing, "image", label_threshold)
+        new_image, new_mask, new_spacing = reimage_volume(volume, mask, file_spacing, change, seed)
+        write_volume(tmp / "image.tif", new_image, new_spacing)
+        if new_mask is not None:
+            write_volume(tmp / "label.tif", new_mask.astype(np.uint8), new_spacing)
+        print(f"re-imaged {image} into {out}: {new_image.shape} voxels of {[round(s, 2) for s in new_spacing]} nm")
+    return str(out)
+
+
 def nuclei(data_dir: str = "../shared/data", out_dir: str = "data/prepared_nuclei", force: bool = False) -> str:
     """DSB 2018 nuclei as a 2D instance dataset: 80/20 train/test split by id (seed 0), 10 % of the
     training ids held out for validation (seed 1)."""
@@ -238,7 +287,7 @@ def _building(
     marker = out / MARKER
     record = {"data_dir": [str(Path(d).resolve()) for d in inputs] if len(inputs) > 1 else str(Path(inputs[0]).resolve()), "directions": directions}
     if options is not None:
-        record["options"] = options
+        record["options"] = json.loads(json.dumps(options))  # as recorded: tuples become lists
     if marker.exists() and not force:
         previous = json.loads(marker.read_text())
         changed = [k for k in ("data_dir", "options") if k in record and previous.get(k, record[k]) != record[k]]
@@ -267,7 +316,7 @@ def _report(out: Path, directions: list[str]) -> str:
 
 def main() -> None:
     try:
-        commands = {"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes, "nuclei": nuclei, "mito_instances": mito_instances, "pair": pair}
+        commands = {"download": download, "from_dir": from_dir, "from-dir": from_dir, "membranes": membranes, "nuclei": nuclei, "mito_instances": mito_instances, "pair": pair, "reimage": reimage}
         fire.Fire(commands, serialize=lambda _: None)  # each command prints what it did; its return value is for Python callers
     except (EMDataError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)

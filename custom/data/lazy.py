@@ -18,7 +18,6 @@ import numpy as np
 
 from .readers import (
     NIFTI_SUFFIXES,
-    SECTION_SUFFIXES,
     EMDataError,
     Spacing,
     _read_section,
@@ -28,6 +27,7 @@ from .readers import (
     is_zarr,
     nifti_unit_scale,
     read_volume,
+    section_files,
 )
 
 
@@ -35,7 +35,7 @@ class _SectionFolder:
     """A folder of equally sized 2D sections, read one file per requested section."""
 
     def __init__(self, folder: Path) -> None:
-        self.files = sorted(p for p in folder.iterdir() if _suffix(p) in SECTION_SUFFIXES)
+        self.files = section_files(folder)
         if not self.files:
             raise EMDataError(f"{folder}: folder holds no TIFF/PNG sections (expected one 2D image per section).")
         first = _read_section(self.files[0], None)

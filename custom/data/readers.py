@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -111,8 +112,17 @@ def _read_section(path: Path, channel: int | None) -> np.ndarray:
     return _as_grey(array, path, channel)
 
 
+def section_files(folder: Path) -> list[Path]:
+    """The TIFF/PNG sections of ``folder`` in section order: names compared number by number
+    (``2.png`` before ``10.png``, as unpadded numbering needs), then as text."""
+    def key(path: Path) -> list:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+    return sorted((p for p in folder.iterdir() if _suffix(p) in SECTION_SUFFIXES), key=key)
+
+
 def _read_sections(folder: Path, channel: int | None) -> np.ndarray:
-    files = sorted(p for p in folder.iterdir() if _suffix(p) in SECTION_SUFFIXES)
+    files = section_files(folder)
     if not files:
         raise EMDataError(f"{folder}: folder holds no TIFF/PNG sections (expected one 2D image per section).")
     sections = [_read_section(p, channel) for p in files]

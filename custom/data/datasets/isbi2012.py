@@ -1,9 +1,11 @@
 """ISBI 2012 EM segmentation challenge (Cardona et al. 2010; Arganda-Carreras et al. 2015).
 
 30 training sections of 512 x 512 ssTEM (Drosophila first-instar larva VNC, 4 x 4 nm pixels,
-50 nm sections) with membrane labels, and 30 unlabelled test sections. Two layouts are read:
+50 nm sections) with membrane labels, and 30 unlabelled test sections. Three layouts are read:
 
 - the challenge's own files ``train-volume.tif``, ``train-labels.tif``, ``test-volume.tif``;
+- the widely shared PNG copy: ``train/image/<N>.png`` and ``train/label/<N>.png`` (sections in
+  numeric order, ``2.png`` before ``10.png``);
 - the HDF5 copy that torch-em serves (``isbi.h5``: ``raw`` and ``labels/membranes``), which is what
   ``download=True`` fetches (checksum-verified), since the challenge site no longer serves files.
 
@@ -29,12 +31,13 @@ SHA256 = "0e10fe909a1243084d91773470856993b7d40126a12e85f0f1345a7a9e512f29"
 H5_NAME = "isbi.h5"
 TIFF_NAMES = {"train_image": "train-volume.tif", "train_label": "train-labels.tif", "test_image": "test-volume.tif"}
 H5_KEYS = {"train_image": "raw", "train_label": "labels/membranes"}
+PNG_DIRS = {"train_image": "train/image", "train_label": "train/label"}
 SPACING_NM = (50.0, 4.0, 4.0)
 LABEL_VALUE_MAP = {0: 1, 255: 0}  # challenge: 0 = membrane, 255 = cell
 
 
 def get_isbi2012_paths(root: str | os.PathLike, download: bool = False) -> dict[str, Path]:
-    """Files under ``root/isbi2012``: the challenge TIFFs present, else ``{"h5": isbi.h5}``.
+    """Files under ``root/isbi2012``: the challenge TIFFs present, else the PNG section folders, else ``{"h5": isbi.h5}``.
 
     Downloads ``isbi.h5`` (checksum-verified) when neither layout is there and ``download`` is set.
     """
@@ -42,6 +45,8 @@ def get_isbi2012_paths(root: str | os.PathLike, download: bool = False) -> dict[
     tiffs = {key: folder / name for key, name in TIFF_NAMES.items() if (folder / name).exists()}
     if "train_image" in tiffs:
         return tiffs
+    if (folder / PNG_DIRS["train_image"]).is_dir():
+        return {key: folder / name for key, name in PNG_DIRS.items() if (folder / name).is_dir()}
     if (folder / H5_NAME).exists():
         return {"h5": folder / H5_NAME}
     if not download:
@@ -96,7 +101,7 @@ def load_isbi2012(
         source = f"{paths['h5']}:{H5_KEYS['train_label']}"
     else:
         if "train_label" not in paths:
-            raise EMDataError(f"{paths['train_image'].parent}: {TIFF_NAMES['train_label']} is missing beside {TIFF_NAMES['train_image']}.")
+            raise EMDataError(f"{paths['train_image'].parent}: the training labels ({TIFF_NAMES['train_label']} or {PNG_DIRS['train_label']}/) are missing beside the images.")
         image, _ = read_volume(paths["train_image"])
         raw_label, _ = read_volume(paths["train_label"])
         source = str(paths["train_label"])

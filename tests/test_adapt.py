@@ -1,0 +1,150 @@
+"""scripts/adapt.py, the one-command adaptation: end to end on the synthetic pair, resumed after a
+kill, label-free, and careless inputs refused before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from .conftest import REPO_ROOT, run_bundle
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import adapt  # noqa: E402
+import recipes  # noqa: E402
+
+CANDIDATES = "source_only,adabn,tent,adabn_balanced_consistency"  # one adaptation training to interrupt
+
+
+def _command(synthetic_dir: Path, out: Path, evaluate: bool) -> list[str]:
+    volumes = synthetic_dir / "volumes"
+    cmd = [
+        sys.executable, str(REPO_ROOT / "scripts" / "adapt.py"), "run",
+        "--source", str(volumes / "source" / "source.tif"), "--source-labels", str(volumes / "source" / "source_label.tif"),
+        "--target", str(volumes / "target" / "target.tif"), "--out", str(out), "--candidates", CANDIDATES, "--threads", "1",
+    ]  # fmt: skip
+    return cmd + (["--evaluate", str(volumes / "target" / "target_label.tif")] if evaluate else [])
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _mask(out: Path) -> np.ndarray:
+    return tifffile.imread(out / "target" / "segmentation_mask.tif")
+
+
+def test_adapt_end_to_end_resumes_after_a_kill_and_never_reads_target_labels_to_pick(synthetic_dir, tmp_path):
+    whole = tmp_path / "whole"
+    done = subprocess.run(_command(synthetic_dir, whole, evaluate=True), capture_output=True, text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scores = json.loads((whole / "target" / "scores.json").read_text())
+    assert scores["pick"] in CANDIDATES.split(",") and scores["rule"] == "consensus_agreement"
+    report = (whole / "report.md").read_text()
+    assert "IoU (test labels)" in report and (whole / "target_overlay.png").stat().st_size > 0 and (whole / "target_scores.png").exists()
+    assert (whole / "target" / "segmentation.zarr").is_dir()
+
+    # killed while the adaptation trains, then run again: finished steps are skipped, the rest resumed
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_command(synthetic_dir, killed, evaluate=False), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    started = killed / "target" / "runs" / "adabn_balanced_consistency" / "logs" / "train.log"
+    deadline = time.time() + 600
+    while not started.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "report.md").exists()
+    rerun = subprocess.run(_command(synthetic_dir, killed, evaluate=False), capture_output=True, text=True, env=_env(), timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "train source_only" not in rerun.stdout  # finished before the kill: skipped
+    again = subprocess.run(_command(synthetic_dir, killed, evaluate=False), capture_output=True, text=True, env=_env(), timeout=900)
+    assert "[done already]" in again.stdout and "  train " not in again.stdout
+
+    # the same outputs as the uninterrupted run, which had target labels to evaluate with: the
+    # scores and the pick do not depend on them
+    resumed = json.loads((killed / "target" / "scores.json").read_text())
+    assert resumed["pick"] == scores["pick"] and resumed["scores"] == scores["scores"]
+    np.testing.assert_array_equal(_mask(killed), _mask(whole))
+
+    # the deployed AdaBN model is the network that evaluate.json + da/adabn.json measured
+    deployed = whole / "target" / "candidates" / "adabn" / "model.pt"
+    eval_dir = tmp_path / "deployed_eval"
+    run_bundle(
+        ["inference.json", "evaluate.json"], tmp_path / "bundle", "--dataset_dir", str(whole / "data" / "target" / "source_to_target"),
+        "--checkpoint", str(deployed), "--eval_dir", str(eval_dir), "--pixel_size_nm", "10.0", "--roi_size", "[128, 128]",
+    )
+    plain = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    adapted = json.loads((whole / "target" / "evaluation" / "adabn" / "metrics.json").read_text())["metrics"]
+    assert plain["iou"] == pytest.approx(adapted["iou"], abs=1e-6)
+
+
+def _run(tmp_path: Path, synthetic_dir: Path, **changes) -> None:
+    volumes = synthetic_dir / "volumes"
+    args = {
+        "source": str(volumes / "source" / "source.tif"), "source_labels": str(volumes / "source" / "source_label.tif"),
+        "target": str(volumes / "target" / "target.tif"), "out": str(tmp_path / "out"),
+    }  # fmt: skip
+    adapt.run(**{**args, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"target": "missing.tif"}, "not found"),
+        ({"out": "SOURCE_DIR"}, "input"),
+        ({"evaluate": ["a.tif", "b.tif"]}, "one label volume per target"),
+        ({"candidates": "source_only,adabn,nope"}, "unknown candidates"),
+        ({"candidates": "source_only,adabn,oracle"}, "target labels"),
+        ({"candidates": "source_only,scale_match,adabn"}, "cannot be deployed"),
+        ({"candidates": "source_only,adabn"}, "at least 3"),
+        ({"budget": "huge"}, "unknown budget"),
+        ({"task": "nuclei"}, "unknown task"),
+        ({"source_spacing": "50,4.6"}, "three positive numbers"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(tmp_path, synthetic_dir, changes, match):
+    changes = {k: str(synthetic_dir / "volumes" / "source") if v == "SOURCE_DIR" else v for k, v in changes.items()}
+    with pytest.raises((ValueError, FileExistsError), match=match):
+        _run(tmp_path, synthetic_dir, **changes)
+    assert not (tmp_path / "out" / "data").exists() and not list(tmp_path.glob("out/*/runs"))
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path, synthetic_dir):
+    adapt._claim_out(tmp_path, {"seed": 0, "budget": "quick"})
+    adapt._claim_out(tmp_path, {"seed": 0, "budget": "quick"})  # the same settings resume
+    with pytest.raises(FileExistsError, match="seed: 0 now 1"):
+        adapt._claim_out(tmp_path, {"seed": 1, "budget": "quick"})
+
+
+def test_every_benchmark_row_is_a_recipe_and_chains_resolve():
+    loaded = recipes.load_recipes()
+    steps = [r.name for r in recipes.chain(loaded, "tent_balanced_consistency")]
+    assert steps == ["source_only", "adabn_balanced_consistency", "tent_balanced_consistency"]
+    assert loaded["tent_balanced_consistency"].eval_configs == ("da/adabn.json", "da/tent.json")
+    assert loaded["oracle"].uses_target_labels and not loaded["consistency"].uses_target_labels
+
+
+@pytest.mark.parametrize(
+    "files, match",
+    [
+        ({"a": {"kind": "uda", "train": {"configs": []}, "lambda": 1}}, "unknown keys"),
+        ({"a": {"kind": "uda", "train": None}}, "start_from"),
+        ({"a": {"kind": "uda", "train": {"configs": ["da/nope.json"]}}}, "not found"),
+        ({"a": {"kind": "uda", "train": {"configs": []}, "start_from": "b"}, "b": {"kind": "uda", "train": {"configs": []}, "start_from": "a"}}, "circle"),
+        ({"a": {"kind": "uda", "train": {"configs": []}, "start_from": "z"}}, "no recipe"),
+    ],
+)
+def test_bad_recipes_are_refused(tmp_path, files, match):
+    for name, content in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+    with pytest.raises(recipes.RecipeError, match=match):
+        recipes.load_recipes(tmp_path)
