@@ -1,6 +1,6 @@
 """Getting voxels in: readers, writers, the prepared-dataset layout, synthetic data, public datasets."""
 
-from .datalist import SPLITS, check_pair, crop_along_x, load_datalist, write_direction_datalist, write_domain
+from .datalist import SPLITS, check_pair, crop_along_x, datalist_spacing, load_datalist, write_direction_datalist, write_domain
 from .instance_data import INSTANCE_SPLITS, em_instance_samples, mask_to_instances, write_instance_dataset, zscore
 from .readers import EMDataError, EMVolumeReader, binarize, read_label, read_volume
 from .reimage import Reimaging, reimage
@@ -20,6 +20,7 @@ __all__ = [
     "binarize",
     "check_pair",
     "crop_along_x",
+    "datalist_spacing",
     "em_instance_samples",
     "ensure_synthetic_dataset",
     "ensure_synthetic_nuclei",

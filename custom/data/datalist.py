@@ -143,3 +143,14 @@ def load_datalist(dataset_dir: str | os.PathLike, key: str = "training", require
     if required and not entries:
         raise EMDataError(f"{path}: the '{key}' list is empty; {EMPTY_LIST_HINTS.get(key, 'this run needs at least one entry there')}.")
     return entries
+
+
+def datalist_spacing(dataset_dir: str | os.PathLike, key: str = "training") -> tuple[float, float, float]:
+    """(z, y, x) spacing in nm of the first volume listed under ``key`` (read from its header only)."""
+    from .lazy import open_volume
+
+    entries = load_datalist(dataset_dir, key, required=True)
+    spacing = open_volume(entries[0]["image"]).spacing
+    if spacing is None:
+        raise EMDataError(f"{entries[0]['image']}: no spacing metadata, so the 3D network cannot be shaped by the voxel size; prepare the data with its spacing.")
+    return tuple(float(s) for s in spacing)
