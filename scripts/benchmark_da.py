@@ -30,7 +30,7 @@ import fire
 import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
-from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, load_recipes, revisions
+from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit
@@ -76,9 +76,12 @@ BENCHMARK_ROWS = (
     "oriented_scale_match_tent_balanced_consistency",
     "ft_10", "ft_100", "ynet_ft_10", "ynet_ft_100",
 )
+# The 3D variant (configs/train_3d.json), run under the ``cpu_3d`` budget and reported beside the 2D rows (#32)
+THREE_D_ROWS = ("source_only_3d", "oracle_3d", "tent_balanced_consistency_3d")
+THREE_D_BUDGET = "cpu_3d"
 RECIPES = load_recipes()
 ROWS = tuple(RECIPES[name] for name in BENCHMARK_ROWS)
-ROW_BY_NAME = {row.name: row for row in ROWS}
+ROW_BY_NAME = {row.name: row for row in (*ROWS, *(RECIPES[name] for name in THREE_D_ROWS))}
 MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default grid, whose seeds the goal counts
 # "Best UDA" is chosen on the synthetic pair, never on real target labels (``choose``,
 # results/da_synthetic_choice.json). History: self-training on CORAL first; then domain
@@ -267,7 +270,11 @@ def run(
     for name, known in [*((r, ROW_BY_NAME) for r in row_names), *((d, DIRECTIONS) for d in direction_list)]:
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
-    row_list = [ROW_BY_NAME[r] for r in row_names] or list(MAIN_ROWS)
+    three_d = "patch_z" in BUDGETS[budget]
+    row_list = [ROW_BY_NAME[r] for r in row_names] or ([ROW_BY_NAME[r] for r in THREE_D_ROWS] if three_d else list(MAIN_ROWS))
+    mismatched = [r.name for r in row_list if is_three_d(RECIPES, r.name) != three_d]
+    if mismatched:
+        raise SystemExit(f"rows {mismatched} are {'2D' if three_d else '3D'}, budget {budget!r} is {'3D' if three_d else '2D'}; 3D rows run under a budget with patch_z (cpu_3d).")
     spacing_nm = mito_pair_spacing_nm()
     claim_model_dir(Path(work_dir) / budget, spacing_nm)
     prepared = prepare(data_dir, Path(work_dir) / "prepared")
@@ -278,6 +285,9 @@ def run(
             for row in row_list:
                 bench.run_one(direction, row, seed)
     out = str(Path(runs_dir).parent) if not quick else runs_dir
+    if three_d:  # the 3D rows are a section of the 2D report
+        report(runs_dir=runs_dir, out=out, docs=False)
+        return
     report(runs_dir=runs_dir, budget=budget, out=out, docs=not quick)
     for direction in direction_list:
         overlay(direction, seed=seed_list[0], budget=budget, work_dir=work_dir, runs_dir=runs_dir, out=out)
@@ -415,7 +425,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     table: dict = {}
     for direction in DIRECTIONS:
         cells = {}
-        for row in ROWS:
+        for row in ROW_BY_NAME.values():
             runs = [r for r in results if r["direction"] == direction and r["row"] == row.name]
             if not runs:
                 continue
@@ -773,6 +783,35 @@ def _brief_markdown(table: dict, budget: dict) -> str:
     return "\n".join(lines)
 
 
+def _three_d_markdown(table: dict, table_3d: dict) -> str:
+    """The 3D section of the report: each 3D row beside its 2D counterpart, per direction, with the
+    paired difference on the seeds both have."""
+    b = BUDGETS[THREE_D_BUDGET]
+    lines = [
+        "## 3D variant (`configs/train_3d.json`)",
+        "",
+        f"Budget `{THREE_D_BUDGET}`: {b['max_epochs']} × {b['iterations_per_epoch']} iterations of {b['batch_size']} × {b['patch_z']} × {b['patch']}² at "
+        f"{b['pixel_size_nm']:g} nm in-plane, as many training voxels as the 2D rows; kernels and strides follow the training voxel size "
+        "(VNC 50 nm and FAFB 40 nm sections at 10 nm pixels: two in-plane-only levels, then isotropic). FAFB has 8 sections: every 3D "
+        "patch and window spans all of them (the splits are along x, so each region keeps all 8), VNC's 20 sections give 13 z positions.",
+        "",
+        "| row | direction | 2D IoU | 3D IoU | paired Δ 3D − 2D (seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in THREE_D_ROWS:
+        flat = name.removesuffix("_3d")
+        for direction in DIRECTIONS:
+            c3, c2 = table_3d.get(direction, {}).get(name), table.get(direction, {}).get(flat)
+            if not c3:
+                continue
+            common = sorted(set(c3["iou_per_seed"]) & set(c2["iou_per_seed"])) if c2 else []
+            deltas = [c3["iou_per_seed"][s] - c2["iou_per_seed"][s] for s in common]
+            paired = f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1) if len(deltas) > 1 else 0:.3f} ({len(deltas)})" if deltas else "–"
+            two = f"{c2['iou']['mean']:.3f} ± {c2['iou']['std']:.3f} ({c2['n_seeds']})" if c2 else "–"
+            lines.append(f"| {flat} | {_direction_title(direction)} | {two} | {c3['iou']['mean']:.3f} ± {c3['iou']['std']:.3f} ({c3['n_seeds']}) | {paired} |")
+    return "\n".join(lines) + "\n"
+
+
 def _update_docs(table: dict, budget: dict, docs: Path = DOCS) -> None:
     """Replace the benchmark block of the bundle's docs/README.md with the results in brief and the bar chart."""
     content = docs.read_text()
@@ -821,6 +860,10 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
     text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
     summary = {"budget": {"name": budget, **BUDGETS[budget]}, "declared_uda": BEST_UDA, "exploratory_rows": [r.name for r in ROWS if r.exploratory], "table": table}
+    three_d = _load(Path(runs_dir) / THREE_D_BUDGET) if (Path(runs_dir) / THREE_D_BUDGET).is_dir() else []
+    if three_d:
+        summary["table_3d"] = summarise(three_d)
+        text += "\n" + _three_d_markdown(table, summary["table_3d"])
     for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
         with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
             tmp.write_text(content)

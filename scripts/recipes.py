@@ -26,6 +26,7 @@ OVERLAYS = MITO_BUNDLE / "configs"  # where recipes' configs (da/*.json, tta.jso
 PIPELINES = OVERLAYS / "pipelines"
 SCALE_MATCH_CONFIG = "da/scale_match.json"
 SCALE_MATCH_FILE = "scale_match.json"  # written into a scale-matching evaluation's folder
+THREE_D_CONFIG = "train_3d.json"
 
 # Training budgets: pixel size (nm), square patch (px), batch, epochs x iterations, validation interval.
 BUDGETS = {
@@ -36,6 +37,9 @@ BUDGETS = {
         "scale_match_factors": [0.5, 1.0, 2.0],  # three candidate target pixel sizes keep the smoke run short
     },
     "synthetic": {"pixel_size_nm": 5.0, "patch": 128, "batch_size": 4, "max_epochs": 6, "iterations_per_epoch": 25, "val_interval": 3},
+    # 3D recipes (``train_3d.json``): patches of ``patch_z`` sections; as many training voxels as ``cpu``
+    # (200 iterations of 1 x 8 x 128^2 = 400 of 4 x 128^2)
+    "cpu_3d": {"pixel_size_nm": 10.0, "patch": 128, "patch_z": 8, "batch_size": 1, "max_epochs": 10, "iterations_per_epoch": 20, "val_interval": 5},
 }
 # The CPU budget's training length on the synthetic pair: a label-free choice made at the length the
 # benchmark trains (``synthetic`` trains 150 iterations, where source-only finds almost nothing)
@@ -138,6 +142,11 @@ def chain(recipes: dict[str, Recipe], name: str) -> list[Recipe]:
     return steps[::-1]
 
 
+def is_three_d(recipes: dict[str, Recipe], name: str) -> bool:
+    """Whether ``name``'s model is the 3D variant (``train_3d.json`` somewhere in its chain)."""
+    return any(THREE_D_CONFIG in r.configs for r in chain(recipes, name))
+
+
 def revisions(recipes: dict[str, Recipe], name: str) -> dict[str, int]:
     """The revisions, other than 1, of ``name`` and the recipes it builds on (what a cached result must match)."""
     return {r.name: r.revision for r in chain(recipes, name) if r.revision != 1}
@@ -161,6 +170,12 @@ class RecipeRun:
     progress_every_s: float | None = None
     unrecorded_epochs: int | None = None  # epochs a finished training without a recorded count had (old benchmark runs)
 
+    @property
+    def window(self) -> list[int]:
+        """The training patch and evaluation window of the budget: (Y, X), or (Z, Y, X) for a 3D budget."""
+        b = self.budget
+        return ([b["patch_z"]] if "patch_z" in b else []) + [b["patch"], b["patch"]]
+
     def last_model(self, name: str) -> Path:
         """Where ``name``'s training writes its last checkpoint (it may not exist yet)."""
         return self.root_of(name) / "models" / "model_final.pt"
@@ -181,7 +196,7 @@ class RecipeRun:
             "pixel_size_nm": b["pixel_size_nm"],
             "seed": self.seed,
             "dataset_dir": str(self.dataset_dir),
-            "patch_size": [b["patch"], b["patch"]],
+            "patch_size": self.window,
             "batch_size": b["batch_size"],
             "max_epochs": recipe.epochs(b),
             "iterations_per_epoch": b["iterations_per_epoch"],
@@ -207,6 +222,6 @@ class RecipeRun:
         run_bundle_logged(
             configs, root, root / "logs" / f"{log_name}.log", env=self.env, progress_every_s=self.progress_every_s,
             pixel_size_nm=self.budget["pixel_size_nm"], dataset_dir=str(self.dataset_dir), checkpoint=str(checkpoint),
-            eval_dir=str(eval_dir), roi_size=[self.budget["patch"], self.budget["patch"]], **extra,
+            eval_dir=str(eval_dir), roi_size=self.window, **extra,
         )
         return json.loads((eval_dir / "metrics.json").read_text())["metrics"]
