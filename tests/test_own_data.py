@@ -62,13 +62,25 @@ def test_reimage_command_refuses_its_input_as_output(tmp_path):
     assert result.returncode != 0 and "input" in result.stderr and (tmp_path / "in" / "v.tif").exists()
 
 
-def _vnc_crop(shared_data, folder, sections: int = 6):
-    """The first sections of VNC stack 1 with membrane labels, as TIFFs with spacing."""
+def test_a_prepared_pair_refuses_other_inputs_or_options(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (2, 32, 40)).astype(np.uint8)
+    write_volume(tmp_path / "src.tif", image, (50.0, 5.0, 5.0))
+    write_volume(tmp_path / "lab.tif", (image > 200).astype(np.uint8) * 255, (50.0, 5.0, 5.0))
+    write_volume(tmp_path / "tgt.tif", image, (50.0, 5.0, 5.0))
+    pair = [*PREPARE, "pair", "--source", str(tmp_path / "src.tif"), "--source-labels", str(tmp_path / "lab.tif"), "--target", str(tmp_path / "tgt.tif"), "--out-dir", str(tmp_path / "out")]
+    subprocess.run(pair, check=True, capture_output=True)
+    assert subprocess.run(pair, capture_output=True, text=True).returncode == 0  # the same again: kept
+    changed = subprocess.run([*pair, "--source-label-threshold", "127"], capture_output=True, text=True)
+    assert changed.returncode != 0 and "other inputs or options" in changed.stderr
+
+
+def _vnc_crop(shared_data, folder, sections: int = 6, size: int = 512):
+    """A corner of the first sections of VNC stack 1 with membrane labels, as TIFFs with spacing."""
     from custom.data.datasets import load_drosophila_vnc
 
     image, label, spacing = load_drosophila_vnc(shared_data, target="membranes")
-    write_volume(folder / "vnc.tif", image[:sections], spacing)
-    write_volume(folder / "vnc_membranes.tif", label[:sections], spacing)
+    write_volume(folder / "vnc.tif", image[:sections, :size, :size], spacing)
+    write_volume(folder / "vnc_membranes.tif", label[:sections, :size, :size], spacing)
     return folder / "vnc.tif", folder / "vnc_membranes.tif"
 
 
