@@ -4,6 +4,7 @@
         --target fafb/im --source-spacing 50,4.6,4.6 --target-spacing 40,8,8 --out adapted/
     python scripts/adapt.py run ... --evaluate fafb/seg --target-label-threshold 127   # also score against target labels
     python scripts/adapt.py run ... --task membranes --budget cpu --device cuda
+    python scripts/adapt.py run --source-model models/model.pt --target new.tif --candidates source_only,adabn,tent --out adapted/
 
 What it does, per target volume (each step is skipped when a rerun finds it finished, so a killed
 run resumes where it stopped):
@@ -41,6 +42,7 @@ from recipes import BUDGETS, OVERLAYS, Recipe, RecipeError, RecipeRun, chain, lo
 
 from custom.data import load_datalist
 from custom.data.readers import EMDataError, read_label
+from custom.inference.from_bundle import file_digest
 from custom.metrics.selection import (
     bbse_foreground_fraction,
     confusion_rates,
@@ -113,12 +115,15 @@ class Target:
 class Adaptation:
     """The steps of ``run`` for one target, each skipped when its outputs exist."""
 
-    def __init__(self, target: Target, recipes: dict[str, Recipe], candidates: list[str], bundle: Path, budget: str, seed: int, device: str, env: dict) -> None:
+    def __init__(
+        self, target: Target, recipes: dict[str, Recipe], candidates: list[str], bundle: Path, budget: str, seed: int, device: str, env: dict,
+        source_model: Path | None = None,
+    ) -> None:
         self.target, self.recipes, self.candidates, self.bundle = target, recipes, candidates, bundle
-        self.budget_name, self.budget, self.seed, self.device, self.env = budget, BUDGETS[budget], seed, device, env
+        self.budget_name, self.budget, self.seed, self.device, self.env = budget, _budget(budget, source_model), seed, device, env
         self.run = RecipeRun(
             recipes, target.dataset_dir, self.budget, seed, lambda name: target.folder / "runs" / name,
-            bundle=bundle, env=env, progress_every_s=PROGRESS_EVERY_S,
+            bundle=bundle, env=env, progress_every_s=PROGRESS_EVERY_S, given={"source_only": source_model} if source_model else {},
         )
 
     # -- 3. deploy ---------------------------------------------------------------------------
@@ -168,24 +173,26 @@ class Adaptation:
             _done(f"{self.target.name}: scores and pick ({path})")
             return json.loads(path.read_text())
         target_region = self.target.region("target_training")  # unlabelled region; target_test is never opened
-        source_val = load_datalist(self.target.dataset_dir, "validation")[0]
-        source_truth = read_label(source_val["label"])[0]
+        source_val = next(iter(load_datalist(self.target.dataset_dir, "validation")), None)  # none with --source-model alone
+        source_truth = read_label(source_val["label"])[0] > 0 if source_val else None
         probabilities, rows = {}, {}
         for name in self.candidates:
             deployed = self.deploy(name)
             print(f"  scoring {name}", flush=True)
             on_target = self._segment(deployed, target_region, self.candidate_dir(name) / "target_region.zarr")
-            on_source = self._segment(deployed, source_val["image"], self.candidate_dir(name) / "source_validation.zarr")
             p = _read_zarr(on_target, "probability").astype(np.float32) / 255.0
             probabilities[name] = p
             predicted = float((_read_zarr(on_target, "labels/mask/0") > 0).mean())
-            confusion = confusion_rates(_read_zarr(on_source, "labels/mask/0") > 0, source_truth > 0)
+            bbse = None
+            if source_val is not None:
+                on_source = self._segment(deployed, source_val["image"], self.candidate_dir(name) / "source_validation.zarr")
+                bbse = _bbse(confusion_rates(_read_zarr(on_source, "labels/mask/0") > 0, source_truth), predicted)
             flat = p.reshape(-1)[:: max(1, p.size // SCORE_PIXELS)]
             two_class = np.stack([1 - flat, flat], axis=1)
             rows[name] = {
                 "predicted_foreground_fraction": predicted,
-                "bbse_foreground_fraction": _bbse(confusion, predicted),
-                "source_validation_foreground_fraction": float((source_truth > 0).mean()),
+                "bbse_foreground_fraction": bbse,
+                "source_validation_foreground_fraction": float(source_truth.mean()) if source_truth is not None else None,
                 "information_maximization": information_maximization(two_class),
                 "prediction_entropy": prediction_entropy(two_class),
             }
@@ -225,6 +232,27 @@ class Adaptation:
             recipe = self.recipes[name]
             metrics[name] = self.run.evaluate(recipe, self.run.checkpoint(recipe), eval_dir, "evaluate_target_test")
         return metrics
+
+
+def _budget(name: str, source_model: Path | None) -> dict:
+    """The budget ``name``; with a given source model, at the pixel size and window it was trained with
+    (its record), so that adaptation and inference see the data as the model did."""
+    budget = dict(BUDGETS[name])
+    if source_model is None:
+        return budget
+    from custom.engines import read_network_record
+
+    record = read_network_record(source_model)
+    if not record or "roi_size" not in record or "pixel_size_nm" not in record:
+        raise EMDataError(
+            f"{source_model}: the model records no pixel size and window (a model trained by this project's bundles does); "
+            "pass --source and --source-labels to train one instead."
+        )
+    budget.update(pixel_size_nm=float(record["pixel_size_nm"]), patch=int(record["roi_size"][-1]))
+    budget.pop("patch_z", None)
+    if len(record["roi_size"]) == 3:
+        budget["patch_z"] = int(record["roi_size"][0])
+    return budget
 
 
 def _bbse(confusion: np.ndarray, predicted: float) -> float | None:
@@ -275,8 +303,9 @@ def _claim_out(out_dir: Path, settings: dict) -> None:
     write_result(record, settings)
 
 
-def _check_candidates(recipes: dict[str, Recipe], names: list[str]) -> None:
-    """Refuse candidates that read target labels or whose test-time configs cannot be deployed."""
+def _check_candidates(recipes: dict[str, Recipe], names: list[str], source_data: bool = True) -> None:
+    """Refuse candidates that read target labels, whose test-time configs cannot be deployed, or
+    (without ``source_data``) that train on the source."""
     unknown = sorted(set(names) - set(recipes))
     if unknown:
         raise RecipeError(f"unknown candidates {unknown}; recipes: {sorted(recipes)}.")
@@ -284,6 +313,8 @@ def _check_candidates(recipes: dict[str, Recipe], names: list[str]) -> None:
         steps = chain(recipes, name)
         if any(r.uses_target_labels for r in steps):
             raise RecipeError(f"candidate {name} trains on target labels ({[r.name for r in steps if r.uses_target_labels]}); adapt.py adapts without them.")
+        if not source_data and any(r.train and r.name != "source_only" for r in steps):
+            raise RecipeError(f"candidate {name} trains on the source data; pass --source and --source-labels beside --source-model, or choose test-time candidates (e.g. source_only,adabn,tent).")
         unsupported = [c for c in recipes[name].eval_configs if c not in BAKED_TEST_TIME | {TTA_CONFIG}]
         if unsupported:
             raise RecipeError(f"candidate {name}: test-time configs {unsupported} cannot be deployed by adapt.py (supported: {sorted(BAKED_TEST_TIME | {TTA_CONFIG})}).")
@@ -292,10 +323,11 @@ def _check_candidates(recipes: dict[str, Recipe], names: list[str]) -> None:
 
 
 def run(
-    source: str,
-    source_labels: str,
     target: str | list,
     out: str,
+    source: str | None = None,
+    source_labels: str | None = None,
+    source_model: str | None = None,
     source_spacing: str | None = None,
     target_spacing: str | None = None,
     source_label_threshold: float | None = None,
@@ -310,6 +342,10 @@ def run(
 ) -> dict:
     """Adapt a model trained on ``source`` (+ ``source_labels``) to each ``target`` volume, pick a
     candidate per target without target labels, segment the target, and write ``out/report.md``.
+
+    ``source_model``: a model file of this project's bundles used as the source-only model instead of
+    training one (its recorded pixel size and window replace the budget's); without source volumes
+    only test-time candidates (``source_only,adabn,tent``) are possible.
 
     ``target``: one volume or a list (``[a.tif,b.tif]``); ``*_spacing``: ``z,y,x`` nm when the files
     do not say; ``*_label_threshold``: foreground = value > threshold for anti-aliased masks (default:
@@ -327,7 +363,9 @@ def run(
         raise EMDataError("--target is required: the volume(s) to adapt to.")
     if labels and len(labels) != len(targets):
         raise EMDataError(f"--evaluate needs one label volume per target: {len(targets)} targets, {len(labels)} label volumes.")
-    inputs = [source, source_labels, *targets, *labels]
+    if bool(source) != bool(source_labels) or not (source or source_model):
+        raise EMDataError("give the source volume and its labels (--source, --source-labels), a trained model (--source-model), or both.")
+    inputs = [p for p in (source, source_labels, source_model) if p] + [*targets, *labels]
     for path in inputs:
         if not Path(path).exists():
             raise EMDataError(f"{path}: not found.")
@@ -337,13 +375,16 @@ def run(
     default = sorted((n for n, r in recipes.items() if r.adapt_candidate), key=lambda n: (len(chain(recipes, n)), n))  # source-only first
     names = _as_list(candidates) if candidates else default
     names = [n for part in names for n in part.split(",") if n]
-    _check_candidates(recipes, names)
+    _check_candidates(recipes, names, source_data=bool(source))
     for text, role in ((source_spacing, "source-spacing"), (target_spacing, "target-spacing")):
         from prepare_data import _spacing
 
         _spacing(text, role)
+    model = Path(source_model).resolve() if source_model else None
+    _budget(budget, model)  # a model without a record: refused before any work
     settings = {
-        "source": str(Path(source).resolve()), "source_labels": str(Path(source_labels).resolve()), "source_spacing": source_spacing,
+        "source": str(Path(source).resolve()) if source else None, "source_labels": str(Path(source_labels).resolve()) if source_labels else None,
+        "source_model": file_digest(model) if model else None, "source_spacing": source_spacing,
         "target_spacing": target_spacing, "source_label_threshold": source_label_threshold, "target_label_threshold": target_label_threshold,
         "task": task, "budget": budget, "seed": seed, "candidates": names, "rule": PICK_RULE,
     }
@@ -361,7 +402,7 @@ def run(
             source, image, str(item.data), source_labels=source_labels, target_labels=label, source_spacing=source_spacing,
             target_spacing=target_spacing, source_label_threshold=source_label_threshold, target_label_threshold=target_label_threshold,
         )
-        adaptation = Adaptation(item, recipes, names, bundle, budget, seed, device, env)
+        adaptation = Adaptation(item, recipes, names, bundle, budget, seed, device, env, source_model=model)
         print(f"[{name}] train and deploy {len(names)} candidates", flush=True)
         for candidate in names:
             adaptation.deploy(candidate)

@@ -164,7 +164,7 @@ def _read_domain(image: str, labels: str | None, spacing: str | tuple | None, ro
 
 
 def pair(
-    source: str,
+    source: str | None,
     target: str,
     out_dir: str,
     source_labels: str | None = None,
@@ -183,8 +183,9 @@ def pair(
     anti-aliased masks (e.g. 127). ``target_labels`` are optional and only ever give the target
     test region's scores; an unlabelled target gets no label entries, so evaluation refuses to run
     on it. Writes ``out_dir/source_to_target/datalist.json`` (the bundle's ``--dataset_dir``).
+    ``source`` None (from Python: ``adapt.py --source-model``) prepares the target alone.
     """
-    if not source_labels:
+    if source is not None and not source_labels:
         raise EMDataError("--source-labels is required: the source volume's labels are what the model learns from.")
     inputs = [p for p in (source, source_labels, target, target_labels) if p]
     out = Path(out_dir)
@@ -193,12 +194,13 @@ def pair(
     with _building(out, inputs, force, [direction], options=options) as tmp:
         if tmp is None:
             return str(out)
-        image, label, spacing = _read_domain(source, source_labels, source_spacing, "source", source_label_threshold)
-        target_image, target_label, target_spacing_nm = _read_domain(target, target_labels, target_spacing, "target", target_label_threshold)
         volumes = tmp / "volumes"
-        write_domain(volumes / "source", image, label, spacing)
+        if source is not None:
+            image, label, spacing = _read_domain(source, source_labels, source_spacing, "source", source_label_threshold)
+            write_domain(volumes / "source", image, label, spacing)
+        target_image, target_label, target_spacing_nm = _read_domain(target, target_labels, target_spacing, "target", target_label_threshold)
         write_domain(volumes / "target", target_image, target_label, target_spacing_nm)
-        write_direction_datalist(tmp / direction, volumes / "source", volumes / "target", direction)
+        write_direction_datalist(tmp / direction, volumes / "source" if source is not None else None, volumes / "target", direction)
     return _report(out, [direction])
 
 

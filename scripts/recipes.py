@@ -169,6 +169,7 @@ class RecipeRun:
     env: dict | None = None
     progress_every_s: float | None = None
     unrecorded_epochs: int | None = None  # epochs a finished training without a recorded count had (old benchmark runs)
+    given: dict[str, Path] = field(default_factory=dict)  # recipes whose model is given, never trained (adapt.py --source-model)
 
     @property
     def window(self) -> list[int]:
@@ -184,6 +185,8 @@ class RecipeRun:
         """The last checkpoint of ``recipe`` (of the recipe it uses, if it does not train), training it
         and every recipe it starts from first unless finished (``train_once``)."""
         trained = recipe if recipe.train else self.recipes[recipe.pretrained]
+        if trained.name in self.given:
+            return self.given[trained.name]
         train_once(
             self.root_of(trained.name), trained.name, trained.epochs(self.budget), lambda: self._train(trained),
             unrecorded_epochs=self.unrecorded_epochs, revision=trained.revision,

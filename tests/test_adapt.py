@@ -86,6 +86,21 @@ def test_adapt_end_to_end_resumes_after_a_kill_and_never_reads_target_labels_to_
     adapted = json.loads((whole / "target" / "evaluation" / "adabn" / "metrics.json").read_text())["metrics"]
     assert plain["iou"] == pytest.approx(adapted["iou"], abs=1e-6)
 
+    # a trained model instead of source volumes: test-time candidates only, the model's own pixel size
+    model = whole / "target" / "runs" / "source_only" / "models" / "model_final.pt"
+    volumes = synthetic_dir / "volumes"
+    given = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "adapt.py"), "run", "--source-model", str(model), "--target", str(volumes / "target" / "target.tif"),
+         "--out", str(tmp_path / "given"), "--candidates", "source_only,adabn,tent", "--threads", "1"],
+        capture_output=True, text=True, env=_env(), timeout=900,
+    )  # fmt: skip
+    assert given.returncode == 0, given.stdout[-3000:] + given.stderr[-3000:]
+    assert "  train " not in given.stdout and not (tmp_path / "given" / "target" / "runs" / "source_only" / "models").exists()
+    given_scores = json.loads((tmp_path / "given" / "target" / "scores.json").read_text())
+    assert given_scores["scores"]["adabn"]["bbse_foreground_fraction"] is None  # no source validation region to estimate from
+    same = ("information_maximization", "prediction_entropy", "predicted_foreground_fraction")  # the same model adapted to the same target region
+    assert {k: given_scores["scores"]["tent"][k] for k in same} == {k: scores["scores"]["tent"][k] for k in same}
+
 
 def _run(tmp_path: Path, synthetic_dir: Path, **changes) -> None:
     volumes = synthetic_dir / "volumes"
@@ -109,10 +124,19 @@ def _run(tmp_path: Path, synthetic_dir: Path, **changes) -> None:
         ({"budget": "huge"}, "unknown budget"),
         ({"task": "nuclei"}, "unknown task"),
         ({"source_spacing": "50,4.6"}, "three positive numbers"),
+        ({"source": None, "source_labels": None}, "--source-model"),
+        ({"source_labels": None}, "--source-model"),
+        ({"source": None, "source_labels": None, "source_model": "NO_RECORD", "candidates": "source_only,adabn,tent"}, "records no pixel size"),
+        ({"source": None, "source_labels": None, "source_model": "NO_RECORD"}, "trains on the source"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, synthetic_dir, changes, match):
-    changes = {k: str(synthetic_dir / "volumes" / "source") if v == "SOURCE_DIR" else v for k, v in changes.items()}
+    import torch
+    from custom.networks import UNet
+
+    torch.save({"model": UNet(2).state_dict()}, tmp_path / "bare.pt")  # weights only, no record
+    special = {"SOURCE_DIR": str(synthetic_dir / "volumes" / "source"), "NO_RECORD": str(tmp_path / "bare.pt")}
+    changes = {k: special.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises((ValueError, FileExistsError), match=match):
         _run(tmp_path, synthetic_dir, **changes)
     assert not (tmp_path / "out" / "data").exists() and not list(tmp_path.glob("out/*/runs"))

@@ -85,24 +85,26 @@ def _entry(domain: Path, split: str | None, base: Path, with_label: bool) -> dic
 
 def write_direction_datalist(
     out_dir: str | os.PathLike,
-    source: str | os.PathLike,
+    source: str | os.PathLike | None,
     target: str | os.PathLike,
     name: str,
     extra_target_volumes: Sequence[str | os.PathLike] = (),
     overwrite: bool = True,
 ) -> Path:
-    """Write ``out_dir/datalist.json`` for adapting the labelled ``source`` domain folder to ``target``."""
-    out_dir, source, target = Path(out_dir), Path(source), Path(target)
-    if not _volume_path(source, None, True).exists():
+    """Write ``out_dir/datalist.json`` for adapting the labelled ``source`` domain folder to ``target``
+    (``source`` None: a trained model is adapted to ``target`` at test time, so no source lists)."""
+    out_dir, target = Path(out_dir), Path(target)
+    source = Path(source) if source is not None else None
+    if source is not None and not _volume_path(source, None, True).exists():
         raise EMDataError(f"{source}: the source domain needs labels ({_volume_path(source, None, True).name}); found none.")
     target_labelled = _volume_path(target, None, True).exists()
     datalist = {
         "name": name,
-        "source": source.name,
+        "source": source.name if source is not None else None,
         "target": target.name,
         "splits": {k: list(v) for k, v in SPLITS.items()},
-        "training": [_entry(source, "source_train", out_dir, True)],
-        "validation": [_entry(source, "source_val", out_dir, True)],
+        "training": [_entry(source, "source_train", out_dir, True)] if source is not None else [],
+        "validation": [_entry(source, "source_val", out_dir, True)] if source is not None else [],
         "target_training": [_entry(target, "target_train", out_dir, target_labelled)],
         "target_test": [_entry(target, "target_test", out_dir, True)] if target_labelled else [],
         "target_volumes": [_entry(target, None, out_dir, target_labelled)]
