@@ -77,10 +77,12 @@ def _as_list(value: str | list | tuple | None) -> list[str]:
 
 
 def _target_names(targets: list[str]) -> list[str]:
-    """A folder name per target volume: its file stem, made unique."""
+    """A folder name per target volume: its file stem (a folder of sections: parent_folder), made unique."""
     names = []
     for path in targets:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name.split(".")[0]) or "target"
+        p = Path(path)
+        name = f"{p.resolve().parent.name}_{p.name}" if p.is_dir() else p.name.split(".")[0]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "target"
         name, k = stem, 2
         while name in names:
             name, k = f"{stem}_{k}", k + 1
