@@ -35,36 +35,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fire
-import numpy as np
+import label_free
 from benchmark_common import REPO, worker_env, write_result
 from prepare_data import pair as prepare_pair
-from recipes import BUDGETS, OVERLAYS, Recipe, RecipeError, RecipeRun, chain, load_recipes
+from recipes import BUDGETS, Recipe, RecipeError, RecipeRun, chain, load_recipes
 
 from custom.data import load_datalist
-from custom.data.readers import EMDataError, read_label
+from custom.data.readers import EMDataError
 from custom.inference.from_bundle import file_digest
-from custom.metrics.selection import (
-    bbse_foreground_fraction,
-    confusion_rates,
-    consensus_agreement,
-    information_maximization,
-    prediction_entropy,
-)
-from custom.utils import run_bundle_logged
 from custom.utils.errors import exit_with
 from custom.utils.io import check_distinct_from_inputs
 
 TASKS = {"mitochondria": REPO / "bundles" / "em_mitochondria", "membranes": REPO / "bundles" / "em_membranes"}
 USER_BUDGETS = ("quick", "cpu", "gpu")
-# Test-time configs a deployed model can carry: AdaBN / TENT are baked into the saved weights
-# (``save_adapted.json``), test-time augmentation is a segmentation option.
-BAKED_TEST_TIME = {"da/adabn.json", "da/tent.json"}
-TTA_CONFIG = "tta.json"
 # Pre-registered (commit message of this file's first version) before any of its results: the
 # candidate whose mask agrees best (Dice) with the mean prediction of the other candidates on the
 # unlabelled target region. Not yet validated against target labels (issue #29's validation).
 PICK_RULE = "consensus_agreement"
-SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 PROGRESS_EVERY_S = 20
 SETTINGS = "adapt_settings.json"  # in --out: what its steps were made with
 
@@ -134,40 +121,9 @@ class Adaptation:
 
     def deploy(self, name: str) -> dict:
         """The candidate's deployable model and segmentation options (``deploy.json``), made once."""
-        record = self.candidate_dir(name) / "deploy.json"
-        if record.exists():
-            return json.loads(record.read_text())
-        recipe = self.recipes[name]
-        checkpoint = self.run.checkpoint(recipe)
-        baked = [c for c in recipe.eval_configs if c in BAKED_TEST_TIME]
-        model = checkpoint
-        if baked:
-            model = self.candidate_dir(name) / "model.pt"
-            root = self.run.root_of(name)
-            print(f"  test-time adaptation of {name} ({', '.join(baked)})", flush=True)
-            run_bundle_logged(
-                [self.bundle / "configs" / "inference.json", *(OVERLAYS / c for c in baked), OVERLAYS / "save_adapted.json"],
-                root, root / "logs" / "test_time_adaptation.log", env=self.env, progress_every_s=PROGRESS_EVERY_S,
-                dataset_dir=str(self.target.dataset_dir), checkpoint=str(checkpoint), adapted_model_file=str(model),
-                pixel_size_nm=self.budget["pixel_size_nm"], roi_size=[self.budget["patch"]] * 2,
-            )
-        deployed = {"recipe": name, "checkpoint": str(model), "tta": TTA_CONFIG in recipe.eval_configs}
-        write_result(record, deployed)
-        return deployed
+        return label_free.deploy(self.run, self.recipes[name], self.candidate_dir(name), PROGRESS_EVERY_S)
 
     # -- 4. score ----------------------------------------------------------------------------
-    def _segment(self, deployed: dict, image: str, output: Path, spacing: tuple | None = None) -> Path:
-        """``segment.py``'s blockwise path (resumable; a finished output is kept)."""
-        from segment import run as segment
-
-        if _zarr_attrs(output).get("complete"):
-            return output
-        segment(
-            image, str(output), bundle=str(self.bundle), checkpoint=deployed["checkpoint"], device=self.device, resample=True,
-            tta=deployed["tta"], tta_rot90=deployed["tta"], input_spacing=spacing, min_size=0, quiet=True,
-        )
-        return output
-
     def scores(self) -> dict:
         """Label-free scores of every candidate and the pick (``scores.json``), made once."""
         path = self.target.folder / "scores.json"
@@ -176,29 +132,11 @@ class Adaptation:
             return json.loads(path.read_text())
         target_region = self.target.region("target_training")  # unlabelled region; target_test is never opened
         source_val = next(iter(load_datalist(self.target.dataset_dir, "validation")), None)  # none with --source-model alone
-        source_truth = read_label(source_val["label"])[0] > 0 if source_val else None
-        probabilities, rows = {}, {}
+        rows = {}
         for name in self.candidates:
-            deployed = self.deploy(name)
             print(f"  scoring {name}", flush=True)
-            on_target = self._segment(deployed, target_region, self.candidate_dir(name) / "target_region.zarr")
-            p = _read_zarr(on_target, "probability").astype(np.float32) / 255.0
-            probabilities[name] = p
-            predicted = float((_read_zarr(on_target, "labels/mask/0") > 0).mean())
-            bbse = None
-            if source_val is not None:
-                on_source = self._segment(deployed, source_val["image"], self.candidate_dir(name) / "source_validation.zarr")
-                bbse = _bbse(confusion_rates(_read_zarr(on_source, "labels/mask/0") > 0, source_truth), predicted)
-            flat = p.reshape(-1)[:: max(1, p.size // SCORE_PIXELS)]
-            two_class = np.stack([1 - flat, flat], axis=1)
-            rows[name] = {
-                "predicted_foreground_fraction": predicted,
-                "bbse_foreground_fraction": bbse,
-                "source_validation_foreground_fraction": float(source_truth.mean()) if source_truth is not None else None,
-                "information_maximization": information_maximization(two_class),
-                "prediction_entropy": prediction_entropy(two_class),
-            }
-        for name, value in consensus_agreement(probabilities).items():
+            rows[name] = label_free.scores(self.deploy(name), self.candidate_dir(name), target_region, source_val, self.bundle, self.device)
+        for name, value in label_free.consensus({n: self.candidate_dir(n) for n in self.candidates}).items():
             rows[name]["consensus_agreement"] = value
         pick = max(self.candidates, key=lambda n: rows[n][PICK_RULE])  # ties: the first candidate listed
         result = {"rule": PICK_RULE, "pick": pick, "candidates": self.candidates, "scores": rows, "region": str(target_region), "seed": self.seed, "budget": self.budget_name}
@@ -217,8 +155,8 @@ class Adaptation:
         from custom.data.writers import write_volume
 
         spacing = _spacing_option(self.target.spacing)
-        self._segment(self.deploy(pick), self.target.image, zarr_path, spacing)
-        write_volume(tif, _read_zarr(zarr_path, "labels/mask/0"), open_volume(self.target.image, spacing=spacing).spacing, overwrite=True)
+        label_free.segment(self.deploy(pick), self.target.image, zarr_path, self.bundle, self.device, spacing)
+        write_volume(tif, label_free.read_zarr(zarr_path, "labels/mask/0"), open_volume(self.target.image, spacing=spacing).spacing, overwrite=True)
         print(f"wrote {zarr_path} and {tif}", flush=True)
         return {"zarr": str(zarr_path), "mask": str(tif)}
 
@@ -257,31 +195,6 @@ def _budget(name: str, source_model: Path | None) -> dict:
     return budget
 
 
-def _bbse(confusion: np.ndarray, predicted: float) -> float | None:
-    """BBSE's target foreground fraction, None when the source confusion cannot be inverted (a model
-    that predicts one class everywhere on the source)."""
-    try:
-        return bbse_foreground_fraction(confusion, predicted)
-    except ValueError:
-        return None
-
-
-def _zarr_attrs(path: Path) -> dict:
-    """The ``segmentation`` attribute of a segmentation zarr ({} when absent)."""
-    import zarr
-
-    try:
-        return dict(dict(zarr.open_group(str(path), mode="r").attrs).get("segmentation", {}))
-    except Exception:
-        return {}
-
-
-def _read_zarr(path: Path, key: str) -> np.ndarray:
-    import zarr
-
-    return np.asarray(zarr.open_group(str(path), mode="r")[key][:])
-
-
 def _spacing_option(text: str | None) -> tuple | None:
     from prepare_data import _spacing
 
@@ -317,9 +230,9 @@ def _check_candidates(recipes: dict[str, Recipe], names: list[str], source_data:
             raise RecipeError(f"candidate {name} trains on target labels ({[r.name for r in steps if r.uses_target_labels]}); adapt.py adapts without them.")
         if not source_data and any(r.train and r.name != "source_only" for r in steps):
             raise RecipeError(f"candidate {name} trains on the source data; pass --source and --source-labels beside --source-model, or choose test-time candidates (e.g. source_only,adabn,tent).")
-        unsupported = [c for c in recipes[name].eval_configs if c not in BAKED_TEST_TIME | {TTA_CONFIG}]
-        if unsupported:
-            raise RecipeError(f"candidate {name}: test-time configs {unsupported} cannot be deployed by adapt.py (supported: {sorted(BAKED_TEST_TIME | {TTA_CONFIG})}).")
+        if not label_free.deployable(recipes[name]):
+            unsupported = sorted(set(recipes[name].eval_configs) - label_free.DEPLOYABLE)
+            raise RecipeError(f"candidate {name}: test-time configs {unsupported} cannot be deployed by adapt.py (supported: {sorted(label_free.DEPLOYABLE)}).")
     if len(names) < 3 and PICK_RULE == "consensus_agreement":
         raise RecipeError(f"the pick compares each candidate with the others' consensus: give at least 3 candidates, got {names}.")
 

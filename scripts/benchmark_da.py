@@ -27,11 +27,13 @@ import time
 from pathlib import Path
 
 import fire
+import label_free
 import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions
 
+from custom.data import load_datalist
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit
 
@@ -192,6 +194,22 @@ class Benchmark:
     def _evaluate(self, direction: str, row: Recipe, seed: int, checkpoint: Path, name: str) -> dict:
         return self.recipe_run(direction, seed).evaluate(row, checkpoint, self.eval_dir(direction, row, seed, name), f"eval_{name}")
 
+    def label_free_dir(self, direction: str, row: Recipe, seed: int) -> Path:
+        """Where a cell's deployed model and its target-region / source-validation segmentations are kept."""
+        return self.run_root(direction, row, seed) / "label_free"
+
+    def _label_free(self, direction: str, row: Recipe, seed: int) -> dict | None:
+        """The row's label-free scores on the direction's unlabelled target training region (the ones
+        ``adapt.py`` computes; consensus, which needs the other rows, is computed from the kept
+        segmentations by ``model_selection.py validate``); None for rows that cannot be deployed."""
+        if not label_free.deployable(row):
+            return None
+        run, folder = self.recipe_run(direction, seed), self.label_free_dir(direction, row, seed)
+        deployed = label_free.deploy(run, row, folder)
+        target_region = load_datalist(run.dataset_dir, "target_training")[0]["image"]  # its labels are never read
+        source_validation = load_datalist(run.dataset_dir, "validation")[0]
+        return label_free.scores(deployed, folder, target_region, source_validation, run.bundle, self.device)
+
     def run_one(self, direction: str, row: Recipe, seed: int) -> dict:
         """Train (if the row trains) and evaluate one cell; write and return its cached result."""
         out = self.result_path(direction, row, seed)
@@ -229,6 +247,7 @@ class Benchmark:
             "metrics_source_val_selected": metrics_selected,
             "metrics_start": metrics_start,
             "scale_match": _scale_match_choice(self.eval_dir(direction, row, seed, "last") / SCALE_MATCH_FILE),
+            "label_free": self._label_free(direction, row, seed),
             "wall_s": round(time.time() - start, 1),
             "device": self.device,
             "threads": self.threads,
@@ -346,7 +365,7 @@ def choose(
 def write_label_stats(prepared: Path, path: Path) -> dict:
     """Fraction of labelled foreground pixels in every training split of each direction (source
     training, target training region), written as JSON: the class balance each domain shows the model."""
-    from custom.data import load_datalist, read_label
+    from custom.data import read_label
 
     stats = {}
     for direction in DIRECTIONS:
@@ -892,7 +911,7 @@ def overlay(
     left as it is); masks come from the bundle's ``inference.json``
     (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
     """
-    from custom.data import load_datalist, read_volume
+    from custom.data import read_volume
     from custom.inference.from_bundle import bundle_parser, load_bundle_network
     from custom.metrics import binary_metrics, error_breakdown
     from custom.visualize import pick_sections, save_overlay_png

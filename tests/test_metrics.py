@@ -46,7 +46,7 @@ def test_agrees_with_monai_metrics_used_by_the_bundle():
 
 
 def test_prediction_entropy_is_ln2_for_undecided_and_small_for_confident_networks():
-    from custom.metrics import mean_prediction_entropy, spearman, target_prediction_stats
+    from custom.metrics import target_prediction_stats
 
     class Constant(torch.nn.Module):
         def __init__(self, margin: float) -> None:
@@ -57,11 +57,10 @@ def test_prediction_entropy_is_ln2_for_undecided_and_small_for_confident_network
             return torch.cat([torch.zeros_like(x), torch.full_like(x, self.margin)], 1)
 
     batches = [torch.zeros(2, 1, 4, 4)]
-    assert mean_prediction_entropy(Constant(0.0), batches) == pytest.approx(np.log(2))
-    assert mean_prediction_entropy(Constant(8.0), batches) < 0.01
+    assert target_prediction_stats(Constant(0.0), batches)["entropy"] == pytest.approx(np.log(2))
+    assert target_prediction_stats(Constant(8.0), batches)["entropy"] < 0.01
     assert target_prediction_stats(Constant(8.0), batches)["foreground"] == 1.0
     assert target_prediction_stats(Constant(-8.0), batches)["foreground"] == 0.0
-    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
 
 
 def test_error_breakdown_tells_boundary_errors_from_missed_and_false_objects():

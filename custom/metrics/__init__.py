@@ -16,11 +16,9 @@ from .selection import (
     importance_weights,
     information_maximization,
     iwcv_risk,
-    mean_prediction_entropy,
     mlls_foreground_fraction,
     prediction_entropy,
     soft_neighborhood_density,
-    spearman,
     target_prediction_stats,
 )
 
@@ -49,11 +47,9 @@ __all__ = [
     "isbi_scores",
     "iou_matrix",
     "match_counts",
-    "mean_prediction_entropy",
     "metrics_from_counts",
     "section_object_areas",
     "segment_from_boundaries",
-    "spearman",
     "split_merge_counts",
     "target_prediction_stats",
 ]

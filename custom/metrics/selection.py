@@ -35,22 +35,6 @@ def target_prediction_stats(network: nn.Module, batches: Iterable[torch.Tensor],
     return {"entropy": entropy / count, "foreground": foreground / count}
 
 
-def mean_prediction_entropy(network: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> float:
-    """Mean per-pixel entropy (nats) of ``softmax(network(x))`` over target batches; lower = more confident.
-
-    Needs no labels, so it can rank checkpoints or runs on an unlabelled target (a common
-    unsupervised validation proxy; check its agreement with true IoU where labels exist).
-    """
-    return target_prediction_stats(network, batches, device)["entropy"]
-
-
-def spearman(a: Iterable[float], b: Iterable[float]) -> float:
-    """Spearman rank correlation of two equally long sequences (no ties handling beyond average ranks)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(np.asarray(list(a)), np.asarray(list(b))).statistic)
-
-
 class TargetEntropyHandler:
     """After every evaluation, store the target prediction entropy and predicted foreground fraction
     in ``engine.state.metrics`` (as ``name`` and ``foreground_name``).

@@ -1,0 +1,86 @@
+"""Label-free selection: the scoring path never reads target labels, ``pick`` chooses among model files,
+and ``validate`` computes correlations, regrets and held-out rules from cached cells."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import sys
+
+import pytest
+import torch
+from custom.data import load_datalist
+from custom.engines import NetworkRecord
+from custom.networks import UNet
+
+from .conftest import BUNDLE, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import label_free  # noqa: E402
+import model_selection  # noqa: E402
+
+
+def _model(path, seed: int):
+    torch.manual_seed(seed)
+    network = UNet(2, channels=(4, 8, 16))
+    torch.save({"model": network.state_dict(), "network_record": NetworkRecord(network, 5.0, [64, 64]).state_dict()}, path)
+    return path
+
+
+def test_scoring_never_opens_a_target_label_and_pick_writes_every_score(synthetic_dir, tmp_path, monkeypatch):
+    opened = []
+    for module in (builtins, io):
+        original = module.open
+
+        def recording(file, *args, _original=original, **kwargs):
+            opened.append(str(file))
+            return _original(file, *args, **kwargs)
+
+        monkeypatch.setattr(module, "open", recording)
+    models = [str(_model(tmp_path / f"m{i}.pt", i)) for i in range(3)]
+    result = model_selection.pick(*models, dataset_dir=str(synthetic_dir), out=str(tmp_path / "selection"), bundle=str(BUNDLE))
+    monkeypatch.undo()
+    target_labels = {e["label"] for key in ("target_training", "target_test", "target_volumes") for e in load_datalist(synthetic_dir, key) if "label" in e}
+    assert target_labels and not [p for p in opened if p in target_labels or "target_test" in p]
+    assert any("target_target_train.tif" in p for p in opened)  # the recording saw the reads
+    assert result["pick"] in result["scores"] and all("consensus_agreement" in s for s in result["scores"].values())
+    assert json.loads((tmp_path / "selection" / "selection.json").read_text())["pick"] == result["pick"]
+    assert "Label-free selection" in (tmp_path / "selection" / "selection.md").read_text()
+
+
+def _cell(runs, direction, row, kind, iou, **scores):
+    path = runs / "cpu" / direction / row / "seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"direction": direction, "row": row, "kind": kind, "seed": 0, "metrics_last": {"iou": iou}, "label_free": scores or None}))
+
+
+def test_validate_correlations_regret_and_held_out_rule(tmp_path):
+    runs = tmp_path / "runs"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):
+        for row, kind, iou, im, entropy in (("source_only", "bound", 0.3, 0.1, 0.2), ("a", "uda", 0.5, 0.3, 0.1), ("b", "uda", 0.6, 0.4, 0.4), ("c", "uda", 0.4, 0.2, 0.3)):
+            _cell(runs, direction, row, kind, iou, information_maximization=im, prediction_entropy=entropy, predicted_foreground_fraction=0.1, bbse_foreground_fraction=None)
+        _cell(runs, direction, "oracle", "bound", 0.9, information_maximization=0.9, prediction_entropy=0.0, predicted_foreground_fraction=0.1)  # not a candidate
+        _cell(runs, direction, "scale_match", "uda", 0.8)  # no scores (not deployable): left out
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+    im = result["table"]["information_maximization"]["cpu/vnc_to_fafb/seed0"]
+    assert im["spearman"] == pytest.approx(1.0) and im["kendall"] == pytest.approx(1.0) and im["regret"] == 0.0 and im["pick"] == "b"
+    entropy = result["table"]["negative_entropy"]["cpu/vnc_to_fafb/seed0"]
+    assert entropy["pick"] == "a" and entropy["regret"] == pytest.approx(0.1)
+    assert result["table"]["bbse_agreement"]["cpu/vnc_to_fafb/seed0"]["regret"] is None  # no estimate: not rankable
+    assert result["held_out"]["cpu/fafb_to_vnc/seed0"] == {"rule": "information_maximization", "chosen_on": ["cpu/vnc_to_fafb/seed0"], "regret": 0.0}
+    assert (tmp_path / "label_free_selection.png").stat().st_size > 0 and "Held-out" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_validate_says_when_no_cell_has_scores(tmp_path):
+    _cell(tmp_path / "runs", "vnc_to_fafb", "a", "uda", 0.5)
+    with pytest.raises(SystemExit, match="records label-free scores"):
+        model_selection.validate(runs_dir=str(tmp_path / "runs"), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+
+
+def test_only_deployable_recipes_are_scored():
+    from recipes import load_recipes
+
+    recipes = load_recipes()
+    assert label_free.deployable(recipes["tent_balanced_consistency"]) and label_free.deployable(recipes["consistency_tta"])
+    assert not label_free.deployable(recipes["scale_match"])
