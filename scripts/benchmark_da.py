@@ -31,7 +31,7 @@ import label_free
 import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
-from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions
+from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
 
 from custom.data import load_datalist
 from custom.data.datasets import mito_pair_spacing_nm
@@ -81,9 +81,15 @@ BENCHMARK_ROWS = (
 # The 3D variant (configs/train_3d.json), run under the ``cpu_3d`` budget and reported beside the 2D rows (#32)
 THREE_D_ROWS = ("source_only_3d", "oracle_3d", "tent_balanced_consistency_3d")
 THREE_D_BUDGET = "cpu_3d"
+# The equal-budget grid (budget cpu_fair): bounds, the seed methods with separate and joint batch
+# norm, the test-time baselines and the best-known pipelines; every cell records its label-free scores
+FAIR_ROWS = (
+    "source_only", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream",
+    "mmd_joint", "coral_joint", "dann_joint", "ynet_joint", "consistency", "consistency_tta", "tent_balanced_consistency", "ft_10",
+)  # fmt: skip
 RECIPES = load_recipes()
 ROWS = tuple(RECIPES[name] for name in BENCHMARK_ROWS)
-ROW_BY_NAME = {row.name: row for row in (*ROWS, *(RECIPES[name] for name in THREE_D_ROWS))}
+ROW_BY_NAME = {row.name: row for row in (*ROWS, *(RECIPES[name] for name in (*THREE_D_ROWS, *FAIR_ROWS)))}
 MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default grid, whose seeds the goal counts
 # "Best UDA" is chosen on the synthetic pair, never on real target labels (``choose``,
 # results/da_synthetic_choice.json). History: self-training on CORAL first; then domain
@@ -228,7 +234,8 @@ class Benchmark:
         # the model this row started from, measured here when its training finished on this machine
         # (never retrained just for this): a pretrained row's model may have been retrained since its
         # own row was cached, and CPU training repeats only at equal thread count
-        start_row = ROW_BY_NAME[row.pretrained] if row.train and row.pretrained else None
+        start = starts_from(row, self.budget) if row.train else None
+        start_row = RECIPES[start] if start else None
         start_done = start_row is not None and (self.run_root(direction, start_row, seed) / TRAINED_MARKER).exists()
         metrics_start = self._evaluate(direction, row, seed, self.last_model(direction, start_row, seed), "start") if start_done else None
         result = {
@@ -290,7 +297,8 @@ def run(
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     three_d = "patch_z" in BUDGETS[budget]
-    row_list = [ROW_BY_NAME[r] for r in row_names] or ([ROW_BY_NAME[r] for r in THREE_D_ROWS] if three_d else list(MAIN_ROWS))
+    default = THREE_D_ROWS if three_d else FAIR_ROWS if "adapt_from" in BUDGETS[budget] else [r.name for r in MAIN_ROWS]
+    row_list = [ROW_BY_NAME[r] for r in row_names] or [ROW_BY_NAME[r] for r in default]
     mismatched = [r.name for r in row_list if is_three_d(RECIPES, r.name) != three_d]
     if mismatched:
         raise SystemExit(f"rows {mismatched} are {'2D' if three_d else '3D'}, budget {budget!r} is {'3D' if three_d else '2D'}; 3D rows run under a budget with patch_z (cpu_3d).")
@@ -486,6 +494,11 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         "Exploratory rows (added beyond the issue's rows, run only when named with `run --rows`, never candidates",
         "for the label-free choice) are in the appendix at the end.",
         *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
+        *(
+            [f"Equal total training: every unsupervised row that would train from scratch starts from the same seed's {budget['adapt_from']} model "
+             "and trains the budget's iterations on top of it, as the rows that always started from it do."]
+            if budget.get("adapt_from") else []
+        ),
         "",
     ]
     for direction, cells in table.items():
@@ -867,8 +880,9 @@ def _bar_chart(table: dict, path: Path) -> None:
 
 
 def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str = str(RESULTS), docs: bool = True) -> None:
-    """Aggregate the cached runs of ``budget`` into ``da_benchmark.{md,json,png}`` under ``out``;
-    with ``docs``, also the results-in-brief block of the bundle's docs/README.md."""
+    """Aggregate the cached runs of ``budget`` into ``da_benchmark.{md,json,png}`` under ``out`` (another
+    budget than ``cpu``: ``da_benchmark_<budget>.*``); with ``docs`` (``cpu`` only), also the
+    results-in-brief block of the bundle's docs/README.md."""
     results = _load(Path(runs_dir) / budget)
     if not results:
         raise SystemExit(f"no cached runs under {Path(runs_dir) / budget}; run the benchmark first.")
@@ -879,15 +893,16 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
     text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
     summary = {"budget": {"name": budget, **BUDGETS[budget]}, "declared_uda": BEST_UDA, "exploratory_rows": [r.name for r in ROWS if r.exploratory], "table": table}
-    three_d = _load(Path(runs_dir) / THREE_D_BUDGET) if (Path(runs_dir) / THREE_D_BUDGET).is_dir() else []
+    three_d = _load(Path(runs_dir) / THREE_D_BUDGET) if budget == "cpu" and (Path(runs_dir) / THREE_D_BUDGET).is_dir() else []
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
+    stem = "da_benchmark" if budget == "cpu" else f"da_benchmark_{budget}"
     for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
-        with atomic_path(out_dir / f"da_benchmark.{suffix}") as tmp:
+        with atomic_path(out_dir / f"{stem}.{suffix}") as tmp:
             tmp.write_text(content)
-    _bar_chart(table, out_dir / "da_benchmark.png")
-    if docs:
+    _bar_chart(table, out_dir / f"{stem}.png")
+    if docs and budget == "cpu":
         _update_docs(table, BUDGETS[budget])
     print(text)
 

@@ -41,6 +41,10 @@ BUDGETS = {
     # (200 iterations of 1 x 8 x 128^2 = 400 of 4 x 128^2)
     "cpu_3d": {"pixel_size_nm": 10.0, "patch": 128, "patch_z": 8, "batch_size": 1, "max_epochs": 10, "iterations_per_epoch": 20, "val_interval": 5},
 }
+# Equal total training (#28): every unsupervised recipe that would train from scratch starts from the
+# same seed's source-only model instead, so each adaptation row has source-only's 400 iterations and
+# its own 400, like the rows that always started from source-only
+BUDGETS["cpu_fair"] = {**BUDGETS["cpu"], "adapt_from": "source_only"}
 # The CPU budget's training length on the synthetic pair: a label-free choice made at the length the
 # benchmark trains (``synthetic`` trains 150 iterations, where source-only finds almost nothing)
 BUDGETS["development"] = {**BUDGETS["cpu"], "pixel_size_nm": BUDGETS["synthetic"]["pixel_size_nm"]}
@@ -142,6 +146,14 @@ def chain(recipes: dict[str, Recipe], name: str) -> list[Recipe]:
     return steps[::-1]
 
 
+def starts_from(recipe: Recipe, budget: dict) -> str | None:
+    """The recipe whose last checkpoint ``recipe``'s training starts from under ``budget``: its own
+    ``start_from``, or for an unsupervised recipe that trains from scratch the budget's ``adapt_from``."""
+    if recipe.pretrained or recipe.kind != "uda" or not recipe.train:
+        return recipe.pretrained
+    return budget.get("adapt_from")
+
+
 def is_three_d(recipes: dict[str, Recipe], name: str) -> bool:
     """Whether ``name``'s model is the 3D variant (``train_3d.json`` somewhere in its chain)."""
     return any(THREE_D_CONFIG in r.configs for r in chain(recipes, name))
@@ -207,8 +219,9 @@ class RecipeRun:
             "resume": True,  # an interrupted run continues from its newest training checkpoint
             **recipe.overrides,
         }
-        if recipe.pretrained:
-            overrides["pretrained_checkpoint"] = str(self.checkpoint(self.recipes[recipe.pretrained]))
+        start = starts_from(recipe, self.budget)
+        if start:
+            overrides["pretrained_checkpoint"] = str(self.checkpoint(self.recipes[start]))
         configs = [self.bundle / "configs" / "train.json", *(OVERLAYS / c for c in recipe.configs)]
         print(f"  train {recipe.name} (seed {self.seed}) into {root}", flush=True)
         run_bundle_logged(configs, root, root / "logs" / "train.log", env=self.env, progress_every_s=self.progress_every_s, **overrides)

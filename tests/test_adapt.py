@@ -155,6 +155,10 @@ def test_every_benchmark_row_is_a_recipe_and_chains_resolve():
     assert steps == ["source_only", "adabn_balanced_consistency", "tent_balanced_consistency"]
     assert loaded["tent_balanced_consistency"].eval_configs == ("da/adabn.json", "da/tent.json")
     assert loaded["oracle"].uses_target_labels and not loaded["consistency"].uses_target_labels
+    fair, plain = recipes.BUDGETS["cpu_fair"], recipes.BUDGETS["cpu"]
+    assert recipes.starts_from(loaded["mmd"], fair) == "source_only" and recipes.starts_from(loaded["mmd"], plain) is None
+    assert recipes.starts_from(loaded["oracle"], fair) is None and recipes.starts_from(loaded["self_training"], fair) == "coral"
+    assert loaded["dann_joint"].overrides == {"batch_norm_mode": "joint"} and recipes.is_three_d(loaded, "tent_balanced_consistency_3d")
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,31 @@ def test_report_of_a_partial_benchmark_sets_source_only_beside_the_choice_pair(t
     assert "| source_only | 1.50 (IoU 0.100) | 1.20 (IoU 0.400) |" in text
     assert "Source-only over-segments the synthetic target (1.50); VNC → FAFB it over-segments (1.20)." in text
     assert "errs the other way" not in text  # both over-segment
+
+
+def test_another_budget_reports_beside_the_main_table_and_the_3d_rows_join_the_cpu_report(tmp_path):
+    runs_dir = tmp_path / "runs"
+    for budget in ("cpu", "cpu_fair"):
+        for seed in (0, 1):
+            _write_run(runs_dir, "source_only", seed, 0.40 + 0.1 * seed, 0.5, 0.6)
+            _write_run(runs_dir, "oracle", seed, 0.80, 0.9, 0.85)
+            _write_run(runs_dir, "mmd", seed, 0.45, 0.6, 0.6)
+        if budget == "cpu_fair":
+            for p in (runs_dir / "cpu").rglob("*.json"):
+                target = runs_dir / "cpu_fair" / p.relative_to(runs_dir / "cpu")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(p.read_text())
+    three_d = runs_dir / "cpu_3d" / "vnc_to_fafb" / "source_only_3d" / "seed0.json"
+    three_d.parent.mkdir(parents=True)
+    cell = json.loads((runs_dir / "cpu" / "vnc_to_fafb" / "source_only" / "seed0.json").read_text())
+    three_d.write_text(json.dumps({**cell, "row": "source_only_3d", "metrics_last": {**cell["metrics_last"], "iou": 0.5}}))
+    out = tmp_path / "out"
+    for budget in ("cpu_fair", "cpu"):
+        cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", f"--budget={budget}", "--docs=False"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+        if budget == "cpu_fair":
+            assert (out / "da_benchmark_cpu_fair.md").exists() and not (out / "da_benchmark.md").exists()
+            assert "Equal total training" in (out / "da_benchmark_cpu_fair.md").read_text()
+    text = (out / "da_benchmark.md").read_text()
+    assert "## 3D variant" in text and "| source_only | VNC → FAFB | 0.450 ± 0.071 (2) | 0.500 ± 0.000 (1) | +0.100 ± 0.000 (1) |" in text
+    assert "Equal total training" not in text
