@@ -18,6 +18,7 @@ from skimage.io import imsave
 
 from .conftest import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 PREPARE = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_data.py")]
 
 
@@ -63,18 +64,20 @@ def test_reimage_command_refuses_its_input_as_output(tmp_path):
 
 
 def test_a_prepared_pair_refuses_other_inputs_or_options(tmp_path):
+    from prepare_data import pair
+
     image = np.random.default_rng(0).integers(0, 255, (2, 32, 40)).astype(np.uint8)
     write_volume(tmp_path / "src.tif", image, (50.0, 5.0, 5.0))
     write_volume(tmp_path / "lab.tif", (image > 200).astype(np.uint8) * 255, (50.0, 5.0, 5.0))
     write_volume(tmp_path / "tgt.tif", image, (50.0, 5.0, 5.0))
-    pair = [*PREPARE, "pair", "--source", str(tmp_path / "src.tif"), "--source-labels", str(tmp_path / "lab.tif"), "--target", str(tmp_path / "tgt.tif"), "--out-dir", str(tmp_path / "out")]
-    subprocess.run(pair, check=True, capture_output=True)
-    assert subprocess.run(pair, capture_output=True, text=True).returncode == 0  # the same again: kept
-    changed = subprocess.run([*pair, "--source-label-threshold", "127"], capture_output=True, text=True)
-    assert changed.returncode != 0 and "other inputs or options" in changed.stderr
+    args = {"source": str(tmp_path / "src.tif"), "source_labels": str(tmp_path / "lab.tif"), "target": str(tmp_path / "tgt.tif"), "out_dir": str(tmp_path / "out")}
+    pair(**args)
+    pair(**args)  # the same again: kept
+    with pytest.raises(FileExistsError, match="other inputs or options"):
+        pair(**args, source_label_threshold=127)
 
 
-def _vnc_crop(shared_data, folder, sections: int = 6, size: int = 512):
+def _vnc_crop(shared_data, folder, sections: int = 4, size: int = 384):
     """A corner of the first sections of VNC stack 1 with membrane labels, as TIFFs with spacing."""
     from custom.data.datasets import load_drosophila_vnc
 
