@@ -57,10 +57,16 @@ SETTINGS = "adapt_settings.json"  # in --out: what its steps were made with
 
 
 def _as_list(value: str | list | tuple | None) -> list[str]:
-    """A command-line value given once (``a.tif``) or as a list (``[a.tif,b.tif]``) as a list of strings."""
+    """A command-line value given once (``a.tif``) or as a list, as a list of strings: ``[a.tif,b.tif]``
+    (paths with slashes reach us as that text, which fire does not parse) or a JSON list."""
     if value is None:
         return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        return [part.strip().strip("'\"") for part in text[1:-1].split(",") if part.strip()]
+    return [text]
 
 
 def _target_names(targets: list[str]) -> list[str]:

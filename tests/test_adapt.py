@@ -89,8 +89,11 @@ def test_adapt_end_to_end_resumes_after_a_kill_and_never_reads_target_labels_to_
     # a trained model instead of source volumes: test-time candidates only, the model's own pixel size
     model = whole / "target" / "runs" / "source_only" / "models" / "model_final.pt"
     volumes = synthetic_dir / "volumes"
+    copy = tmp_path / "second" / "target.tif"  # a second target volume (same name: its folder is target_2)
+    copy.parent.mkdir()
+    copy.write_bytes((volumes / "target" / "target.tif").read_bytes())
     given = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "adapt.py"), "run", "--source-model", str(model), "--target", str(volumes / "target" / "target.tif"),
+        [sys.executable, str(REPO_ROOT / "scripts" / "adapt.py"), "run", "--source-model", str(model), "--target", f"[{volumes / 'target' / 'target.tif'},{copy}]",
          "--out", str(tmp_path / "given"), "--candidates", "source_only,adabn,tent", "--threads", "1"],
         capture_output=True, text=True, env=_env(), timeout=900,
     )  # fmt: skip
@@ -98,6 +101,8 @@ def test_adapt_end_to_end_resumes_after_a_kill_and_never_reads_target_labels_to_
     assert "  train " not in given.stdout and not (tmp_path / "given" / "target" / "runs" / "source_only" / "models").exists()
     given_scores = json.loads((tmp_path / "given" / "target" / "scores.json").read_text())
     assert given_scores["scores"]["adabn"]["bbse_foreground_fraction"] is None  # no source validation region to estimate from
+    assert json.loads((tmp_path / "given" / "target_2" / "scores.json").read_text())["scores"] == given_scores["scores"]  # each target its own pick
+    assert (tmp_path / "given" / "target_2" / "segmentation_mask.tif").exists() and "## target_2" in (tmp_path / "given" / "report.md").read_text()
     same = ("information_maximization", "prediction_entropy", "predicted_foreground_fraction")  # the same model adapted to the same target region
     assert {k: given_scores["scores"]["adabn"][k] for k in same} == {k: scores["scores"]["adabn"][k] for k in same}
 
@@ -140,6 +145,11 @@ def test_bad_input_is_refused_before_any_work(tmp_path, synthetic_dir, changes, 
     with pytest.raises((ValueError, FileExistsError), match=match):
         _run(tmp_path, synthetic_dir, **changes)
     assert not (tmp_path / "out" / "data").exists() and not list(tmp_path.glob("out/*/runs"))
+
+
+def test_target_lists_as_typed_on_the_command_line():
+    assert adapt._as_list("[/data/a.tif,/data/b c.tif]") == ["/data/a.tif", "/data/b c.tif"]
+    assert adapt._as_list(["a.tif", "b.tif"]) == ["a.tif", "b.tif"] and adapt._as_list("a.tif") == ["a.tif"] and adapt._as_list(None) == []
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path, synthetic_dir):
