@@ -234,8 +234,8 @@ class Benchmark:
         # the model this row started from, measured here when its training finished on this machine
         # (never retrained just for this): a pretrained row's model may have been retrained since its
         # own row was cached, and CPU training repeats only at equal thread count
-        start = starts_from(row, self.budget) if row.train else None
-        start_row = RECIPES[start] if start else None
+        start_name = starts_from(row, self.budget) if row.train else None
+        start_row = RECIPES[start_name] if start_name else None
         start_done = start_row is not None and (self.run_root(direction, start_row, seed) / TRAINED_MARKER).exists()
         metrics_start = self._evaluate(direction, row, seed, self.last_model(direction, start_row, seed), "start") if start_done else None
         result = {

@@ -230,3 +230,21 @@ def test_another_budget_reports_beside_the_main_table_and_the_3d_rows_join_the_c
     text = (out / "da_benchmark.md").read_text()
     assert "## 3D variant" in text and "| source_only | VNC → FAFB | 0.450 ± 0.071 (2) | 0.500 ± 0.000 (1) | +0.100 ± 0.000 (1) |" in text
     assert "Equal total training" not in text
+
+
+def test_a_cell_records_its_bookkeeping_start_model_and_label_free_scores(tmp_path, monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    bench = bench_da.Benchmark(tmp_path / "data", tmp_path / "work", tmp_path / "runs", "cpu_fair", "cpu", 1)
+    mmd = bench_da.ROW_BY_NAME["mmd"]
+    source_root = bench.run_root("vnc_to_fafb", bench_da.ROW_BY_NAME["source_only"], 0)
+    source_root.mkdir(parents=True)
+    (source_root / bench_da.TRAINED_MARKER).write_text(json.dumps({"epochs": 20}))  # source-only finished here
+    evaluated = []
+    monkeypatch.setattr(bench, "_checkpoint", lambda d, row, s: bench.last_model(d, row, s))
+    monkeypatch.setattr(bench, "_evaluate", lambda d, row, s, checkpoint, name: evaluated.append((name, checkpoint)) or {"iou": 0.5})
+    monkeypatch.setattr(bench, "_label_free", lambda d, row, s: {"information_maximization": 0.2})
+    cell = bench.run_one("vnc_to_fafb", mmd, 0)
+    assert cell["label_free"] == {"information_maximization": 0.2} and cell["wall_s"] >= 0 and cell["epochs"] == 20
+    assert [name for name, _ in evaluated] == ["last", "start"]  # under cpu_fair MMD starts from source-only, measured beside it
+    assert evaluated[1][1] == bench.last_model("vnc_to_fafb", bench_da.ROW_BY_NAME["source_only"], 0)
+    assert json.loads(bench.result_path("vnc_to_fafb", mmd, 0).read_text())["metrics_start"] == {"iou": 0.5}
