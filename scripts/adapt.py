@@ -37,10 +37,10 @@ from pathlib import Path
 import fire
 import label_free
 from benchmark_common import REPO, worker_env, write_result
+from prepare_data import _spacing
 from prepare_data import pair as prepare_pair
 from recipes import BUDGETS, Recipe, RecipeError, RecipeRun, chain, load_recipes
 
-from custom.data import load_datalist
 from custom.data.readers import EMDataError
 from custom.inference.from_bundle import file_digest
 from custom.utils.errors import exit_with
@@ -93,8 +93,7 @@ class Target:
 
     name: str
     image: str
-    labels: str | None  # only for --evaluate
-    spacing: str | None
+    spacing: tuple[float, float, float] | None  # given on the command line (None: the file's)
     folder: Path
     data: Path  # prepared pair (``prepare_data.pair``'s out_dir)
 
@@ -102,22 +101,18 @@ class Target:
     def dataset_dir(self) -> Path:
         return self.data / "source_to_target"
 
-    def region(self, key: str) -> str:
-        """The image of the datalist entry ``key`` (``target_training``, ``validation``)."""
-        return load_datalist(self.dataset_dir, key)[0]["image"]
-
 
 class Adaptation:
     """The steps of ``run`` for one target, each skipped when its outputs exist."""
 
     def __init__(
-        self, target: Target, recipes: dict[str, Recipe], candidates: list[str], bundle: Path, budget: str, seed: int, device: str, env: dict,
-        source_model: Path | None = None,
+        self, target: Target, recipes: dict[str, Recipe], candidates: list[str], bundle: Path, budget_name: str, budget: dict, seed: int, device: str,
+        env: dict, source_model: Path | None = None,
     ) -> None:
         self.target, self.recipes, self.candidates, self.bundle = target, recipes, candidates, bundle
-        self.budget_name, self.budget, self.seed, self.device, self.env = budget, _budget(budget, source_model), seed, device, env
+        self.budget_name, self.seed, self.device = budget_name, seed, device
         self.run = RecipeRun(
-            recipes, target.dataset_dir, self.budget, seed, lambda name: target.folder / "runs" / name,
+            recipes, target.dataset_dir, budget, seed, lambda name: target.folder / "runs" / name,
             bundle=bundle, env=env, progress_every_s=PROGRESS_EVERY_S, given={"source_only": source_model} if source_model else {},
         )
 
@@ -136,14 +131,10 @@ class Adaptation:
         if path.exists():
             _done(f"{self.target.name}: scores and pick ({path})")
             return json.loads(path.read_text())
-        target_region = self.target.region("target_training")  # unlabelled region; target_test is never opened
-        source_val = next(iter(load_datalist(self.target.dataset_dir, "validation")), None)  # none with --source-model alone
-        rows = {}
-        for name in self.candidates:
-            print(f"  scoring {name}", flush=True)
-            rows[name] = label_free.scores(self.deploy(name), self.candidate_dir(name), target_region, source_val, self.bundle, self.device)
-        for name, value in label_free.consensus({n: self.candidate_dir(n) for n in self.candidates}).items():
-            rows[name]["consensus_agreement"] = value
+        deployed = {name: self.deploy(name) for name in self.candidates}
+        folders = {name: self.candidate_dir(name) for name in self.candidates}
+        rows = label_free.score_candidates(deployed, folders, self.target.dataset_dir, self.bundle, self.device)  # target labels never read
+        target_region, _ = label_free.regions(self.target.dataset_dir)
         pick = max(self.candidates, key=lambda n: rows[n][PICK_RULE])  # ties: the first candidate listed
         result = {"rule": PICK_RULE, "pick": pick, "candidates": self.candidates, "scores": rows, "region": str(target_region), "seed": self.seed, "budget": self.budget_name}
         write_result(path, result)
@@ -160,9 +151,8 @@ class Adaptation:
         from custom.data.lazy import open_volume
         from custom.data.writers import write_volume
 
-        spacing = _spacing_option(self.target.spacing)
-        label_free.segment(self.deploy(pick), self.target.image, zarr_path, self.bundle, self.device, spacing)
-        write_volume(tif, label_free.read_zarr(zarr_path, "labels/mask/0"), open_volume(self.target.image, spacing=spacing).spacing, overwrite=True)
+        label_free.segment(self.deploy(pick), self.target.image, zarr_path, self.bundle, self.device, self.target.spacing)
+        write_volume(tif, label_free.read_zarr(zarr_path, "labels/mask/0"), open_volume(self.target.image, spacing=self.target.spacing).spacing, overwrite=True)
         print(f"wrote {zarr_path} and {tif}", flush=True)
         return {"zarr": str(zarr_path), "mask": str(tif)}
 
@@ -199,12 +189,6 @@ def _budget(name: str, source_model: Path | None) -> dict:
     if len(record["roi_size"]) == 3:
         budget["patch_z"] = int(record["roi_size"][0])
     return budget
-
-
-def _spacing_option(text: str | None) -> tuple | None:
-    from prepare_data import _spacing
-
-    return _spacing(text, "target-spacing")
 
 
 def _claim_out(out_dir: Path, settings: dict) -> None:
@@ -297,12 +281,10 @@ def run(
     names = _as_list(candidates) if candidates else default
     names = [n for part in names for n in part.split(",") if n]
     _check_candidates(recipes, names, source_data=bool(source))
-    for text, role in ((source_spacing, "source-spacing"), (target_spacing, "target-spacing")):
-        from prepare_data import _spacing
-
-        _spacing(text, role)
+    _spacing(source_spacing, "source-spacing")
+    target_zyx = _spacing(target_spacing, "target-spacing")
     model = Path(source_model).resolve() if source_model else None
-    _budget(budget, model)  # a model without a record: refused before any work
+    budget_settings = _budget(budget, model)  # a model without a record: refused before any work
     settings = {
         "source": str(Path(source).resolve()) if source else None, "source_labels": str(Path(source_labels).resolve()) if source_labels else None,
         "source_model": file_digest(model) if model else None, "source_spacing": source_spacing,
@@ -317,13 +299,13 @@ def run(
     summary = {"task": task, "budget": budget, "seed": seed, "candidates": names, "targets": {}}
     for name, image, label in zip(_target_names(targets), targets, labels or [None] * len(targets)):
         folder = out_dir / name
-        item = Target(name, image, label, target_spacing, folder, out_dir / "data" / name)
+        item = Target(name, image, target_zyx, folder, out_dir / "data" / name)
         print(f"[{name}] prepare", flush=True)
         prepare_pair(
             source, image, str(item.data), source_labels=source_labels, target_labels=label, source_spacing=source_spacing,
             target_spacing=target_spacing, source_label_threshold=source_label_threshold, target_label_threshold=target_label_threshold,
         )
-        adaptation = Adaptation(item, recipes, names, bundle, budget, seed, device, env, source_model=model)
+        adaptation = Adaptation(item, recipes, names, bundle, budget, budget_settings, seed, device, env, source_model=model)
         print(f"[{name}] train and deploy {len(names)} candidates", flush=True)
         for candidate in names:
             adaptation.deploy(candidate)
@@ -346,9 +328,7 @@ def run(
 def main() -> None:
     try:
         fire.Fire({"run": run}, serialize=lambda _: None)
-    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as err:  # EMDataError, RecipeError: one line
-        exit_with(str(err))
-    except RuntimeError as err:  # a bundle step failed: its log is named
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError, RuntimeError) as err:  # EMDataError, RecipeError; a failed bundle step names its log
         exit_with(str(err))
 
 

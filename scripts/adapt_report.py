@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from label_free import TARGET_REGION, read_zarr
 
 from custom.data.readers import read_volume
 from custom.utils import atomic_path
@@ -46,11 +47,9 @@ def _scores_png(path: Path, name: str, scores: dict, pick: str) -> Path:
 
 def _overlay_png(path: Path, out_dir: Path, name: str, region: str, pick: str) -> Path:
     """Target sections (unlabelled training region) as source-only and the pick segment them."""
-    import zarr
-
     image = read_volume(region)[0]
     shown = [BASELINE, pick] if BASELINE != pick and (out_dir / name / "candidates" / BASELINE).exists() else [pick]
-    masks = {n: np.asarray(zarr.open_group(str(out_dir / name / "candidates" / n / "target_region.zarr"), mode="r")["labels/mask/0"][:]) for n in shown}
+    masks = {n: read_zarr(out_dir / name / "candidates" / n / TARGET_REGION, "labels/mask/0") for n in shown}
     return save_overlay_png(path, image, masks, title=f"{name}: source-only vs the pick ({pick}), no labels")
 
 

@@ -33,12 +33,10 @@ import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
 
-from custom.data import load_datalist
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit
 
 BUNDLE = REPO / "bundles" / "em_mitochondria"
-CONFIGS = BUNDLE / "configs"
 DOCS = BUNDLE / "docs" / "README.md"
 DOCS_START = "<!-- da_benchmark: start (written by scripts/benchmark_da.py report; do not edit by hand) -->"
 DOCS_END = "<!-- da_benchmark: end -->"
@@ -167,10 +165,6 @@ class Benchmark:
             self.env["CUDA_VISIBLE_DEVICES"] = ""
         self.spacing_nm = None if budget in SYNTHETIC_BUDGETS else mito_pair_spacing_nm()  # recorded in each real-data cell
 
-    def _common(self, seed: int) -> dict:
-        b = self.budget
-        return {"pixel_size_nm": b["pixel_size_nm"], "seed": seed}
-
     def result_path(self, direction: str, row: Recipe, seed: int) -> Path:
         return self.runs_dir / direction / row.name / f"seed{seed}.json"
 
@@ -211,10 +205,7 @@ class Benchmark:
         if not label_free.deployable(row):
             return None
         run, folder = self.recipe_run(direction, seed), self.label_free_dir(direction, row, seed)
-        deployed = label_free.deploy(run, row, folder)
-        target_region = load_datalist(run.dataset_dir, "target_training")[0]["image"]  # its labels are never read
-        source_validation = load_datalist(run.dataset_dir, "validation")[0]
-        return label_free.scores(deployed, folder, target_region, source_validation, run.bundle, self.device)
+        return label_free.scores(label_free.deploy(run, row, folder), folder, *label_free.regions(run.dataset_dir), run.bundle, self.device)
 
     def run_one(self, direction: str, row: Recipe, seed: int) -> dict:
         """Train (if the row trains) and evaluate one cell; write and return its cached result."""
@@ -373,7 +364,7 @@ def choose(
 def write_label_stats(prepared: Path, path: Path) -> dict:
     """Fraction of labelled foreground pixels in every training split of each direction (source
     training, target training region), written as JSON: the class balance each domain shows the model."""
-    from custom.data import read_label
+    from custom.data import load_datalist, read_label
 
     stats = {}
     for direction in DIRECTIONS:
@@ -926,7 +917,7 @@ def overlay(
     left as it is); masks come from the bundle's ``inference.json``
     (preprocessing, inferer, ``post_transforms``) at the volume's own resolution.
     """
-    from custom.data import read_volume
+    from custom.data import load_datalist, read_volume
     from custom.inference.from_bundle import bundle_parser, load_bundle_network
     from custom.metrics import binary_metrics, error_breakdown
     from custom.visualize import pick_sections, save_overlay_png

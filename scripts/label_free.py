@@ -18,7 +18,8 @@ import numpy as np
 from benchmark_common import write_result
 from recipes import OVERLAYS, Recipe, RecipeRun
 
-from custom.data import read_label
+from custom.data import load_datalist, read_label
+from custom.inference.zarr_output import ZarrSegmentation
 from custom.metrics.selection import (
     bbse_foreground_fraction,
     confusion_rates,
@@ -66,14 +67,9 @@ def deploy(run: RecipeRun, recipe: Recipe, folder: Path, progress_every_s: float
     return deployed
 
 
-def zarr_attrs(path: Path) -> dict:
-    """The ``segmentation`` attribute of a segmentation zarr ({} when absent or unreadable)."""
-    import zarr
-
-    try:
-        return dict(dict(zarr.open_group(str(path), mode="r").attrs).get("segmentation", {}))
-    except Exception:
-        return {}
+def segmentation_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished blockwise segmentation (``ZarrSegmentation``'s record says so)."""
+    return bool((ZarrSegmentation(path).recorded() or {}).get("complete"))
 
 
 def read_zarr(path: Path, key: str) -> np.ndarray:
@@ -86,12 +82,19 @@ def segment(deployed: dict, image: str, output: Path, bundle: Path, device: str,
     """``segment.py``'s blockwise path at the model's pixel size (resumable; a finished output is kept)."""
     from segment import run as segment_cli
 
-    if not zarr_attrs(output).get("complete"):
+    if not segmentation_complete(output):
         segment_cli(
             image, str(output), bundle=str(bundle), checkpoint=deployed["checkpoint"], device=device, resample=True,
             tta=deployed["tta"], tta_rot90=deployed["tta"], input_spacing=spacing, min_size=0, quiet=True,
         )
     return output
+
+
+def regions(dataset_dir: Path) -> tuple[str, dict | None]:
+    """The image of a prepared dataset's unlabelled target training region (its labels are never read)
+    and its source validation entry (image and label; None when only a model was given, no source)."""
+    target_region = load_datalist(dataset_dir, "target_training", required=True)[0]["image"]
+    return target_region, next(iter(load_datalist(dataset_dir, "validation")), None)
 
 
 def _bbse(confusion: np.ndarray, predicted: float) -> float | None:
@@ -130,3 +133,15 @@ def consensus(folders: dict[str, Path]) -> dict[str, float]:
     """Each candidate's Dice against the thresholded mean probability of the others, from their
     target-region segmentations (``scores`` wrote them into each candidate's folder)."""
     return consensus_agreement({name: read_zarr(folder / TARGET_REGION, "probability").astype(np.float32) / 255.0 for name, folder in folders.items()})
+
+
+def score_candidates(deployed: dict[str, dict], folders: dict[str, Path], dataset_dir: Path, bundle: Path, device: str) -> dict[str, dict]:
+    """Every candidate's ``scores`` and its ``consensus_agreement`` with the others, on ``dataset_dir``'s regions."""
+    target_region, source_validation = regions(dataset_dir)
+    rows = {}
+    for name, candidate in deployed.items():
+        print(f"  scoring {name}", flush=True)
+        rows[name] = scores(candidate, folders[name], target_region, source_validation, bundle, device)
+    for name, value in consensus(folders).items():
+        rows[name]["consensus_agreement"] = value
+    return rows

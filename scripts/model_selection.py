@@ -27,7 +27,6 @@ import label_free
 import numpy as np
 from benchmark_common import RESULTS, write_result
 
-from custom.data import load_datalist
 from custom.utils import atomic_path
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "em_mitochondria"
@@ -50,15 +49,9 @@ def pick(*models: str, dataset_dir: str, out: str, rule: str = "consensus_agreem
     if len(models) < 3:
         raise SystemExit(f"give at least 3 models (the consensus compares each with the others), got {len(models)}.")
     names = [_model_name(Path(m), i) for i, m in enumerate(models)]
-    target_region = load_datalist(dataset_dir, "target_training", required=True)[0]["image"]
-    source_validation = next(iter(load_datalist(dataset_dir, "validation")), None)
-    folders = {name: Path(out) / name for name in names}
-    rows = {
-        name: label_free.scores({"checkpoint": str(Path(model).resolve()), "tta": False}, folders[name], target_region, source_validation, Path(bundle), device)
-        for name, model in zip(names, models)
-    }
-    for name, value in label_free.consensus(folders).items():
-        rows[name]["consensus_agreement"] = value
+    target_region, _ = label_free.regions(Path(dataset_dir))
+    deployed = {name: {"checkpoint": str(Path(model).resolve()), "tta": False} for name, model in zip(names, models)}
+    rows = label_free.score_candidates(deployed, {name: Path(out) / name for name in names}, Path(dataset_dir), Path(bundle), device)
     chosen = max(names, key=lambda n: RULES[rule](rows[n]) if RULES[rule](rows[n]) is not None else -np.inf)
     result = {"rule": rule, "pick": chosen, "models": dict(zip(names, models)), "scores": rows}
     write_result(Path(out) / "selection.json", result)
@@ -134,7 +127,7 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
         for key, candidates in pairs.items():
             budget, direction, seed = key.split("/")
             folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
-            folders = {n: f for n, f in folders.items() if label_free.zarr_attrs(f / label_free.TARGET_REGION).get("complete")}
+            folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
             if len(folders) >= 3:
                 for name, value in label_free.consensus(folders).items():
                     candidates[name]["scores"]["consensus_agreement"] = value
