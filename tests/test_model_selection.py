@@ -68,8 +68,21 @@ def test_validate_correlations_regret_and_held_out_rule(tmp_path):
     entropy = result["table"]["negative_entropy"]["cpu/vnc_to_fafb/seed0"]
     assert entropy["pick"] == "a" and entropy["regret"] == pytest.approx(0.1)
     assert result["table"]["bbse_agreement"]["cpu/vnc_to_fafb/seed0"]["regret"] is None  # no estimate: not rankable
-    assert result["held_out"]["cpu/fafb_to_vnc/seed0"] == {"rule": "information_maximization", "chosen_on": ["cpu/vnc_to_fafb/seed0"], "regret": 0.0}
+    assert result["held_out"]["fafb_to_vnc"] == {"rule": "information_maximization", "chosen_on": ["vnc_to_fafb"], "regret": 0.0, "regrets": {"cpu/fafb_to_vnc/seed0": 0.0}}
     assert (tmp_path / "label_free_selection.png").stat().st_size > 0 and "Held-out" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_path):
+    """Development pairs and other seeds of a direction belong to its family: they never choose its rule."""
+    runs = tmp_path / "runs"
+    for direction, im_good in (("vnc_to_fafb", True), ("vnc_to_fafb@coarse", False), ("fafb_to_vnc", False)):
+        for row, iou, im, entropy in (("source_only", 0.3, 0.1, 0.3), ("a", 0.5, 0.3, 0.1), ("b", 0.6, 0.4, 0.2)):
+            _cell(runs, direction, row, "uda", iou, information_maximization=im if im_good else -im, prediction_entropy=entropy, predicted_foreground_fraction=0.1)
+    held = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))["held_out"]
+    # on fafb_to_vnc (the only other family) negative entropy has regret 0.1, IM 0.3: entropy is chosen for vnc_to_fafb
+    assert held["vnc_to_fafb"]["rule"] == "negative_entropy" and held["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc"]
+    assert held["vnc_to_fafb"]["regret"] == pytest.approx(0.1) and set(held["vnc_to_fafb"]["regrets"]) == {"cpu/vnc_to_fafb/seed0", "cpu/vnc_to_fafb@coarse/seed0"}
+    assert "misses the goal" in (tmp_path / "label_free_selection.md").read_text()
 
 
 def test_validate_says_when_no_cell_has_scores(tmp_path):

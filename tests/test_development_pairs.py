@@ -1,0 +1,81 @@
+"""Development pairs: a direction's cached candidates deployed on its target re-imaged, scored and evaluated."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import tifffile
+import torch
+from custom.data import load_datalist
+from custom.engines import NetworkRecord
+from custom.networks import UNet
+
+from .conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import development_pairs  # noqa: E402
+import model_selection  # noqa: E402
+
+
+def _cell(runs, row, kind, **extra):
+    path = runs / "synthetic" / "vnc_to_fafb" / row / "seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"direction": "vnc_to_fafb", "row": row, "kind": kind, "seed": 0, "revisions": {row: 1}, "label_free": {"prediction_entropy": 0.1}, "metrics_last": {"iou": 0.5}, **extra}))
+
+
+@pytest.fixture()
+def benchmark_tree(synthetic_dir, tmp_path):
+    """A benchmark work folder whose vnc_to_fafb direction is the synthetic pair, with a trained source-only model."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    (work / "prepared").mkdir(parents=True)
+    (work / "prepared" / "prepared.json").write_text("{}")
+    (work / "prepared" / "vnc_to_fafb").symlink_to(synthetic_dir)
+    root = work / "synthetic" / "vnc_to_fafb" / "source_only" / "seed0"
+    (root / "models").mkdir(parents=True)
+    torch.manual_seed(0)
+    network = UNet(2, channels=(4, 8, 16))
+    torch.save({"model": network.state_dict(), "network_record": NetworkRecord(network, 5.0, [128, 128]).state_dict()}, root / "models" / "model_final.pt")
+    (root / "training_complete").write_text(json.dumps({"epochs": 6}))
+    _cell(runs, "source_only", "bound")
+    _cell(runs, "adabn", "uda")
+    _cell(runs, "oracle", "bound")  # uses target labels: never a candidate
+    return work, runs
+
+
+def test_dataset_reimages_only_the_target_and_is_kept(synthetic_dir, tmp_path):
+    out = development_pairs.build_dataset(synthetic_dir, "coarse_flat", tmp_path / "dev")
+    for key in ("training", "validation"):
+        assert load_datalist(out, key) == load_datalist(synthetic_dir, key)
+    for key in ("target_training", "target_test"):
+        (old,), (new,) = load_datalist(synthetic_dir, key), load_datalist(out, key)
+        before, after = tifffile.imread(old["image"]), tifffile.imread(new["image"])
+        assert after.shape[-1] == pytest.approx(before.shape[-1] / 1.6, abs=1) and tifffile.imread(new["label"]).shape == after.shape
+    assert load_datalist(out, "target_volumes") == [{"image": load_datalist(out, "target_training")[0]["image"]}]
+    stamp = (out / "volumes").stat().st_mtime_ns
+    development_pairs.build_dataset(synthetic_dir, "coarse_flat", tmp_path / "dev")  # kept, not rebuilt
+    assert (out / "volumes").stat().st_mtime_ns == stamp
+
+
+def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(benchmark_tree):
+    work, runs = benchmark_tree
+    cells = development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs))
+    assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
+    for cell in cells:
+        assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
+        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction"}
+    adabn = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
+    assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
+    # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
+    assert development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs)) == cells
+    pairs = model_selection.collect_pairs(runs, work, ("synthetic", "synthetic_development"))
+    assert set(pairs) == {"synthetic/vnc_to_fafb/seed0", "synthetic_development/vnc_to_fafb@fine_noisy/seed0"}
+    assert {model_selection.family(p) for p in pairs} == {"vnc_to_fafb"}
+
+
+def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):
+    work, runs = benchmark_tree
+    _cell(runs, "mmd", "uda")
+    with pytest.raises(SystemExit, match="mmd.*not under"):
+        development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs))
