@@ -31,6 +31,7 @@ import label_free
 import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
+from model_selection import REPORT as SELECTION
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
 
 from custom.data.datasets import mito_pair_spacing_nm
@@ -576,6 +577,50 @@ def _scale_match_lines(results: list[dict], pixel_size_nm: float) -> list[str]:
     return lines + [f"- {_direction_title(d)}, {row}: {', '.join(sizes)}" for (d, row), sizes in chosen.items()]
 
 
+def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
+    """Per direction, the candidate the held-out rule of ``model_selection.py validate`` picks on each
+    seed of ``budget`` (the rule chosen on the other direction only) and that pick's target-test IoU:
+    the benchmark's label-free row, a per-target choice rather than one declared row."""
+    picks = {}
+    for direction, held in (selection.get("held_out") or {}).items():
+        rule, cells = held.get("rule"), table.get(direction, {})
+        if rule is None or not cells:
+            continue
+        per_seed = {}
+        for pair, stats in selection["table"][rule].items():
+            pair_budget, pair_direction, seed = pair.split("/")
+            name = stats["pick"]
+            if pair_budget == budget and pair_direction == direction and name in cells:
+                per_seed[int(seed.removeprefix("seed"))] = {"pick": name, "iou": cells[name]["iou_per_seed"].get(int(seed.removeprefix("seed"))), "regret": stats["regret"]}
+        per_seed = {s: v for s, v in per_seed.items() if v["iou"] is not None}
+        if per_seed:
+            picks[direction] = {"rule": rule, "chosen_on": held["chosen_on"], "per_seed": dict(sorted(per_seed.items()))}
+    return picks
+
+
+def _label_free_pick_lines(table: dict, picks: dict) -> list[str]:
+    """The per-target label-free pick beside source-only and the best candidate on the test labels."""
+    lines = [
+        "## Label-free pick per target",
+        "",
+        "On each seed, the candidate (source-only and the unsupervised rows) that the selection rule scores highest on",
+        "the unlabelled target, the rule itself chosen on the *other* direction and its development pairs",
+        "(`model_selection.py validate`, results/label_free_selection.md); regret = best candidate on the test labels − pick.",
+        "",
+        "| direction | rule | picks (seed: row) | IoU | paired Δ IoU vs source-only | regret |",
+        "|---|---|---|---|---|---|",
+    ]
+    for direction, p in picks.items():
+        ious = np.array([v["iou"] for v in p["per_seed"].values()])
+        low = table[direction].get("source_only", {}).get("iou_per_seed", {})
+        cell = {"iou_per_seed": {s: v["iou"] for s, v in p["per_seed"].items()}}
+        regret = np.mean([v["regret"] for v in p["per_seed"].values()])
+        std = f" ± {ious.std(ddof=1):.3f}" if ious.size > 1 else ""
+        chosen = ", ".join(f"{s}: {v['pick']}" for s, v in p["per_seed"].items())
+        lines.append(f"| {_direction_title(direction)} | {p['rule']} | {chosen} | {ious.mean():.3f}{std} | {_paired_effect(cell, {'iou_per_seed': low})} | {regret:.3f} |")
+    return lines
+
+
 def _choice_line(choice: dict) -> list[str]:
     """How the label-free best UDA row was chosen: its synthetic-pair ranking (``choose``), if cached."""
     if not choice:
@@ -888,6 +933,11 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
+    selection = _read_beside_runs(runs_dir, f"{SELECTION}.json")
+    picks = label_free_picks(table, selection, budget)
+    if picks:
+        summary["label_free_pick"] = picks
+        text += "\n" + "\n".join(_label_free_pick_lines(table, picks)) + "\n"
     stem = "da_benchmark" if budget == "cpu" else f"da_benchmark_{budget}"
     for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
         with atomic_path(out_dir / f"{stem}.{suffix}") as tmp:

@@ -248,3 +248,24 @@ def test_a_cell_records_its_bookkeeping_start_model_and_label_free_scores(tmp_pa
     assert [name for name, _ in evaluated] == ["last", "start"]  # under cpu_fair MMD starts from source-only, measured beside it
     assert evaluated[1][1] == bench.last_model("vnc_to_fafb", bench_da.ROW_BY_NAME["source_only"], 0)
     assert json.loads(bench.result_path("vnc_to_fafb", mmd, 0).read_text())["metrics_start"] == {"iou": 0.5}
+
+
+def test_the_label_free_row_is_the_held_out_rules_pick_per_seed(tmp_path):
+    runs_dir = tmp_path / "runs"
+    for seed in (0, 1):
+        _write_run(runs_dir, "source_only", seed, 0.40, 0.5, 0.6)
+        _write_run(runs_dir, "oracle", seed, 0.80, 0.9, 0.85)
+        _write_run(runs_dir, "mmd", seed, 0.50 + 0.1 * seed, 0.6, 0.6)
+    table = {"negative_entropy": {
+        "cpu/vnc_to_fafb/seed0": {"pick": "mmd", "regret": 0.0},
+        "cpu/vnc_to_fafb/seed1": {"pick": "source_only", "regret": 0.2},
+        "cpu_fair/vnc_to_fafb/seed0": {"pick": "source_only", "regret": 0.1},  # another budget: not this report's
+    }}  # fmt: skip
+    held_out = {"vnc_to_fafb": {"rule": "negative_entropy", "chosen_on": ["fafb_to_vnc"], "regret": 0.1}}
+    (tmp_path / "label_free_selection.json").write_text(json.dumps({"table": table, "held_out": held_out}))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    text = (out / "da_benchmark.md").read_text()
+    assert "| VNC → FAFB | negative_entropy | 0: mmd, 1: source_only | 0.450 ± 0.071 | +0.050 ± 0.071 (1/2) | 0.100 |" in text
+    assert json.loads((out / "da_benchmark.json").read_text())["label_free_pick"]["vnc_to_fafb"]["per_seed"]["1"]["pick"] == "source_only"
