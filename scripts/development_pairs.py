@@ -52,7 +52,10 @@ def build_dataset(prepared: Path, shift: str, out: Path) -> Path:
 
     change = vars(SHIFTS[shift])
     datalist = json.loads((prepared / "datalist.json").read_text())
-    entries = {key: load_datalist(prepared, key, required=key in TARGET_KEYS) for key in ("training", "validation", *TARGET_KEYS)}
+    entries = {
+        key: [{field: str(Path(path).resolve()) for field, path in entry.items()} for entry in load_datalist(prepared, key, required=key in TARGET_KEYS)]
+        for key in ("training", "validation", *TARGET_KEYS)
+    }  # absolute: the copy lies elsewhere
     for key in TARGET_KEYS:
         moved = []
         for i, entry in enumerate(entries[key]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import tifffile
@@ -47,7 +48,7 @@ def benchmark_tree(synthetic_dir, tmp_path):
 def test_dataset_reimages_only_the_target_and_is_kept(synthetic_dir, tmp_path):
     out = development_pairs.build_dataset(synthetic_dir, "coarse_flat", tmp_path / "dev")
     for key in ("training", "validation"):
-        assert load_datalist(out, key) == load_datalist(synthetic_dir, key)
+        assert load_datalist(out, key) == [{k: str(Path(v).resolve()) for k, v in e.items()} for e in load_datalist(synthetic_dir, key)]
     for key in ("target_training", "target_test"):
         (old,), (new,) = load_datalist(synthetic_dir, key), load_datalist(out, key)
         before, after = tifffile.imread(old["image"]), tifffile.imread(new["image"])
@@ -58,14 +59,16 @@ def test_dataset_reimages_only_the_target_and_is_kept(synthetic_dir, tmp_path):
     assert (out / "volumes").stat().st_mtime_ns == stamp
 
 
-def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(benchmark_tree):
+def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(benchmark_tree, monkeypatch):
     work, runs = benchmark_tree
+    monkeypatch.chdir(work.parent)
+    work = work.relative_to(work.parent)  # as the benchmark passes it: relative to the working directory
     cells = development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs))
     assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
         assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction"}
-    adabn = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
+    adabn = work.resolve() / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
     assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
     # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
     assert development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs)) == cells
