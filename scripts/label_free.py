@@ -21,11 +21,14 @@ from recipes import OVERLAYS, Recipe, RecipeRun
 from custom.data import load_datalist, read_label
 from custom.inference.zarr_output import ZarrSegmentation
 from custom.metrics.selection import (
+    batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
     consensus_agreement,
     information_maximization,
+    mlls_foreground_fraction,
     prediction_entropy,
+    soft_neighborhood_density,
 )
 from custom.utils import run_bundle_logged
 
@@ -36,6 +39,9 @@ TTA_CONFIG = "tta.json"
 DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
+OUTPUT_SCORES = (  # what ``output_scores`` returns
+    "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
+)  # fmt: skip
 
 
 def deployable(recipe: Recipe) -> bool:
@@ -106,27 +112,39 @@ def _bbse(confusion: np.ndarray, predicted: float) -> float | None:
         return None
 
 
-def scores(deployed: dict, folder: Path, target_region: str, source_validation: dict | None, bundle: Path, device: str) -> dict:
-    """One candidate's scores that need no other candidate: predicted target foreground fraction, its
-    BBSE estimate from the source-validation confusion (None without a source region), information
-    maximisation and entropy; its target-region segmentation stays in ``folder`` for ``consensus``."""
-    on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
+def output_scores(on_target: Path, source_foreground_fraction: float | None = None) -> dict:
+    """The scores of one candidate's kept target-region segmentation alone: predicted foreground
+    fraction, information maximisation, entropy, batch nuclear norm, soft neighbourhood density (on
+    the two-class probabilities) and, given the source's labelled foreground fraction, the MLLS
+    estimate of the target's."""
     p = read_zarr(on_target, "probability").astype(np.float32) / 255.0
-    predicted = float((read_zarr(on_target, "labels/mask/0") > 0).mean())
+    flat = p.reshape(-1)[:: max(1, p.size // SCORE_PIXELS)]
+    two_class = np.stack([1 - flat, flat], axis=1)
+    mlls = None if source_foreground_fraction is None else mlls_foreground_fraction(flat, source_foreground_fraction)
+    return {
+        "predicted_foreground_fraction": float((read_zarr(on_target, "labels/mask/0") > 0).mean()),
+        "information_maximization": information_maximization(two_class),
+        "prediction_entropy": prediction_entropy(two_class),
+        "batch_nuclear_norm": batch_nuclear_norm(two_class),
+        "soft_neighborhood_density": soft_neighborhood_density(two_class),
+        "mlls_foreground_fraction": mlls,
+    }
+
+
+def scores(deployed: dict, folder: Path, target_region: str, source_validation: dict | None, bundle: Path, device: str) -> dict:
+    """One candidate's scores that need no other candidate: ``output_scores`` and the BBSE estimate of
+    the target foreground fraction from the source-validation confusion (None without a source
+    region); its target-region segmentation stays in ``folder`` for ``consensus``."""
+    on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
     bbse, source_fraction = None, None
     if source_validation is not None:
         truth = read_label(source_validation["label"])[0] > 0
         on_source = segment(deployed, source_validation["image"], folder / SOURCE_VALIDATION, bundle, device)
-        bbse, source_fraction = _bbse(confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), predicted), float(truth.mean())
-    flat = p.reshape(-1)[:: max(1, p.size // SCORE_PIXELS)]
-    two_class = np.stack([1 - flat, flat], axis=1)
-    return {
-        "predicted_foreground_fraction": predicted,
-        "bbse_foreground_fraction": bbse,
-        "source_validation_foreground_fraction": source_fraction,
-        "information_maximization": information_maximization(two_class),
-        "prediction_entropy": prediction_entropy(two_class),
-    }
+        source_fraction = float(truth.mean())
+    result = output_scores(on_target, source_fraction)
+    if source_validation is not None:
+        bbse = _bbse(confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), result["predicted_foreground_fraction"])
+    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction}
 
 
 def consensus(folders: dict[str, Path]) -> dict[str, float]:

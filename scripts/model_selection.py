@@ -37,6 +37,10 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     "information_maximization": lambda s: s.get("information_maximization"),
     "negative_entropy": lambda s: None if s.get("prediction_entropy") is None else -s["prediction_entropy"],
     "bbse_agreement": lambda s: None if s.get("bbse_foreground_fraction") is None else -abs(s["predicted_foreground_fraction"] - s["bbse_foreground_fraction"]),
+    # added in the commit that introduced them, after the four above had seed-0 regrets, before any result of these
+    "batch_nuclear_norm": lambda s: s.get("batch_nuclear_norm"),
+    "soft_neighborhood_density": lambda s: s.get("soft_neighborhood_density"),
+    "mlls_agreement": lambda s: None if s.get("mlls_foreground_fraction") is None else -abs(s["predicted_foreground_fraction"] - s["mlls_foreground_fraction"]),
 }
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
@@ -56,11 +60,10 @@ def pick(*models: str, dataset_dir: str, out: str, rule: str = "consensus_agreem
     chosen = max(names, key=lambda n: RULES[rule](rows[n]) if RULES[rule](rows[n]) is not None else -np.inf)
     result = {"rule": rule, "pick": chosen, "models": dict(zip(names, models)), "scores": rows}
     write_result(Path(out) / "selection.json", result)
-    lines = [f"# Label-free selection: {chosen}", "", f"Rule `{rule}` on `{target_region}` (no target labels read).", "",
-             "| model | consensus Dice | IM | entropy | predicted fg | BBSE fg |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"# Label-free selection: {chosen}", "", f"Rule `{rule}` on `{target_region}` (no target labels read); every rule's score, higher is better.", "",
+             "| model | " + " | ".join(RULES) + " |", "|---|" + "---|" * len(RULES)]  # fmt: skip
     for name in names:
-        s = rows[name]
-        values = [s["consensus_agreement"], s["information_maximization"], s["prediction_entropy"], s["predicted_foreground_fraction"], s["bbse_foreground_fraction"]]
+        values = [score(rows[name]) for score in RULES.values()]
         lines.append(f"| {'**' + name + '**' if name == chosen else name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
     with atomic_path(Path(out) / "selection.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -145,6 +148,11 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
             budget, direction, seed = key.split("/")
             folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
             folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
+            for name, folder in folders.items():  # scores added since the cell was computed, from its kept segmentation
+                stored = candidates[name]["scores"]
+                if not set(label_free.OUTPUT_SCORES) <= set(stored):
+                    fraction = stored.get("source_validation_foreground_fraction")
+                    candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
             if len(folders) >= 3:
                 for name, value in label_free.consensus(folders).items():
                     candidates[name]["scores"]["consensus_agreement"] = value

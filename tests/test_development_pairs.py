@@ -75,6 +75,12 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     pairs = model_selection.collect_pairs(runs, work, ("synthetic", "synthetic_development"))
     assert set(pairs) == {"synthetic/vnc_to_fafb/seed0", "synthetic_development/vnc_to_fafb@fine_noisy/seed0"}
     assert {model_selection.family(p) for p in pairs} == {"vnc_to_fafb"}
+    # a score added after a cell was computed is recomputed from the cell's kept segmentation
+    path = runs / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0.json"
+    cell = json.loads(path.read_text())
+    path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k != "batch_nuclear_norm"}}))
+    pairs = model_selection.collect_pairs(runs, work, ("synthetic_development",))
+    assert pairs["synthetic_development/vnc_to_fafb@fine_noisy/seed0"]["adabn"]["scores"]["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
 
 
 def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):
