@@ -80,11 +80,13 @@ BENCHMARK_ROWS = (
 # The 3D variant (configs/train_3d.json), run under the ``cpu_3d`` budget and reported beside the 2D rows (#32)
 THREE_D_ROWS = ("source_only_3d", "oracle_3d", "tent_balanced_consistency_3d")
 THREE_D_BUDGET = "cpu_3d"
-# The equal-budget grid (budget cpu_fair): bounds, the seed methods with separate and joint batch
-# norm, the test-time baselines and the best-known pipelines; every cell records its label-free scores
+# The equal-budget grid (budget cpu_fair): bounds, the seed methods with separate, joint and
+# domain-specific batch norm and with separate forwards + AdaBN at test, the test-time baselines and the best-known
+# pipelines; every cell records its label-free scores
 FAIR_ROWS = (
     "source_only", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream",
     "mmd_joint", "coral_joint", "dann_joint", "ynet_joint", "consistency", "consistency_tta", "tent_balanced_consistency", "ft_10",
+    "mmd_adabn", "coral_adabn", "dann_adabn", "ynet_adabn", "two_stream_adabn", "mmd_dsbn", "coral_dsbn", "dann_dsbn", "ynet_dsbn",
 )  # fmt: skip
 RECIPES = load_recipes()
 ROWS = tuple(RECIPES[name] for name in BENCHMARK_ROWS)

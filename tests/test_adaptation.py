@@ -423,3 +423,42 @@ def test_joint_batch_norm_mode_shows_the_alignment_loss_a_per_channel_shift_that
     network = _net()
     with pytest.raises(ValueError, match="two-stream"):
         _trainer(network, TwoStream(network), shifted, batch_norm_mode="joint")
+
+
+def test_domain_specific_batch_norm_keeps_the_target_statistics_in_the_network_and_the_source_beside_it(tmp_path):
+    """#28 remedy (b): each domain is normalised with, and tracks, its own running statistics; the
+    network (every saved model) holds the target's in every layer, decoder included; the source's are
+    checkpointed with the objective, so a resumed run ends where the uninterrupted one does."""
+    shifted = [{"image": b["image"] * 3.0 + 4.0} for b in _batches(3, 5, labelled=False)]  # target: mean 4, std 3
+
+    def run(epochs: int, resume: bool) -> tuple[UNet, torch.nn.Module]:
+        network = _net()
+        adaptation = mmd_alignment([1.0, 0.0, 0.0])
+        trainer = _trainer(network, adaptation, shifted, epochs=epochs, batch_norm_mode="domain_specific")
+        save = {"model": network, "optimizer": trainer.optimizer, "adaptation": adaptation}
+        TrainingCheckpoint(str(tmp_path / "ckpt"), save, resume=resume).attach(trainer)
+        trainer.run()
+        return network, adaptation
+
+    network, adaptation = run(2, resume=False)
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(int(m.num_batches_tracked) == 6 for m in norms)  # decoder layers too: target batches are decoded
+    first, source = norms[0], adaptation.source_statistics
+    assert int(source.num_batches_tracked_0) == 6
+    # the first layer sees the raw images through one convolution: target statistics far from the source's
+    assert (first.running_var.mean() / source.running_var_0.mean()) > 2
+    separate = _net()
+    _trainer(separate, mmd_alignment([1.0, 0.0, 0.0]), shifted, epochs=2).run()
+    blended = next(m for m in separate.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert source.running_var_0.mean() < blended.running_var.mean() < first.running_var.mean()
+    for stale in (tmp_path / "ckpt").iterdir():
+        stale.unlink()
+    run(1, resume=False)
+    resumed, resumed_objective = run(2, resume=True)
+    torch.testing.assert_close(network.state_dict(), resumed.state_dict())
+    torch.testing.assert_close(adaptation.state_dict(), resumed_objective.state_dict())
+    plain = _net()
+    plain.load_state_dict(network.state_dict())  # the saved network is a plain U-Net: deployable as it is
+    net = _net()
+    with pytest.raises(ValueError, match="two-stream"):
+        _trainer(net, TwoStream(net), shifted, batch_norm_mode="domain_specific")

@@ -11,10 +11,12 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from custom.networks import DomainStatistics
+
 from .objectives import AdaptationObjective, DomainBatch
 
 TERM_PREFIX = "loss_"
-BATCH_NORM_MODES = ("separate", "joint")
+BATCH_NORM_MODES = ("separate", "joint", "domain_specific")
 
 
 def loss_terms(output: dict | list[dict]) -> dict[str, float]:
@@ -51,8 +53,12 @@ class DomainAdaptationTrainer(SupervisedTrainer):
       (default): one forward per domain, so each is normalised with its own batch statistics, which
       also removes per-channel differences from the features the alignment losses compare.
       ``joint``: one forward of the concatenated source + target batch through encoder and decoder,
-      so both share the statistics, as at test time (as in most DANN/MMD code); not for the
-      two-stream objective, whose domains have different encoders.
+      so both share the statistics, as at test time (as in most DANN/MMD code). ``domain_specific``:
+      domain-specific running statistics (DSBN, Chang et al. 2019, affine parameters shared): each
+      domain is forwarded through encoder and decoder with its own statistics; the network keeps
+      the target's (every saved model is the deployable one), the source's live in
+      ``custom.networks.DomainStatistics``, held by the objective so checkpoints carry them. Neither
+      mode is for the two-stream objective, whose domains have different encoders.
     - ``train_handlers``: as ``SupervisedTrainer``'s; attached after the objective's end-of-training
       hook, so a final-model saver stores what the objective leaves (e.g. a deployed EMA teacher).
 
@@ -79,8 +85,10 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             raise ValueError("an adaptation objective needs target_data_loader (unlabelled target batches).")
         if batch_norm_mode not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm_mode must be one of {BATCH_NORM_MODES}, got {batch_norm_mode!r}.")
-        if batch_norm_mode == "joint" and adaptation is not None and adaptation.source_network(self.network) is not self.network:
-            raise ValueError("batch_norm_mode 'joint' needs one network for both domains; this objective has a source stream of its own (two-stream).")
+        if batch_norm_mode != "separate" and adaptation is not None and adaptation.source_network(self.network) is not self.network:
+            raise ValueError(f"batch_norm_mode {batch_norm_mode!r} needs one network for both domains; this objective has a source stream of its own (two-stream).")
+        if batch_norm_mode == "domain_specific" and adaptation is not None:
+            adaptation.source_statistics = DomainStatistics(self.network)  # the source's, beside the network's (target) statistics
         self.batch_norm_mode = batch_norm_mode
         self.adaptation = adaptation.to(self.state.device) if adaptation is not None else None
         if self.adaptation is not None:  # before the handlers, so the final-model saver sees what it leaves
@@ -124,6 +132,12 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             logits = network.decode(features)
             source = DomainBatch(inputs, [f[:n] for f in features], network.decode, labels=targets, logits=logits[:n])
             return source, DomainBatch(images, [f[n:] for f in features], network.decode, logits=logits[n:])
+        if self.batch_norm_mode == "domain_specific":
+            with self.adaptation.source_statistics.active():
+                features = network.encode(inputs)
+                source = DomainBatch(inputs, features, network.decode, labels=targets, logits=network.decode(features))
+            features = network.encode(images)  # decoded too, so every layer tracks target statistics
+            return source, DomainBatch(images, features, network.decode, logits=network.decode(features))
         source_net = self.adaptation.source_network(network)
         source = DomainBatch(inputs, source_net.encode(inputs), source_net.decode, labels=targets)
         return source, DomainBatch(images, encoder=network.encode, decoder=network.decode)
