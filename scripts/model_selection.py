@@ -132,6 +132,11 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...]:
+    """``budgets`` and, where cached, their development cells (``development_pairs.py``)."""
+    return budgets + tuple(f"{b}{DEVELOPMENT}" for b in budgets if (runs_dir / f"{b}{DEVELOPMENT}").is_dir())
+
+
 def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...]) -> dict[str, dict[str, dict]]:
     """Candidates per (budget, direction, seed) pair from the cached cells: the cells' label-free scores,
     consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has them."""
@@ -162,8 +167,7 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
 def validate(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS)) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
     they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``."""
-    budget_list = (budgets,) if isinstance(budgets, str) else tuple(budgets)
-    budget_list += tuple(f"{b}{DEVELOPMENT}" for b in budget_list if (Path(runs_dir) / f"{b}{DEVELOPMENT}").is_dir())
+    budget_list = with_development((budgets,) if isinstance(budgets, str) else tuple(budgets), Path(runs_dir))
     pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list)
     pairs = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
     if not pairs:
@@ -175,6 +179,70 @@ def validate(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchm
         tmp.write_text(_markdown(result))
     _scatter(pairs, Path(out) / f"{REPORT}.png")
     print(_markdown(result))
+    return result
+
+
+# How each seed method's batch norm meets two domains (#28): the recipe suffix of each variant
+BATCH_NORM_VARIANTS = {"separate": "", "joint": "_joint", "domain_specific": "_dsbn", "separate + AdaBN at test": "_adabn"}
+SEED_METHODS = ("mmd", "coral", "dann", "ynet", "two_stream")
+BATCH_NORM_REPORT = "batch_norm_modes"
+
+
+def overall_rule(pairs: dict[str, dict[str, dict]]) -> str | None:
+    """The rule with the lowest mean regret over all ``pairs`` (ties: ``RULES`` order)."""
+    means = {}
+    for rule, score in RULES.items():
+        regrets = [pair_statistics(candidates, score)["regret"] for candidates in pairs.values()]
+        if regrets and all(r is not None for r in regrets):
+            means[rule] = float(np.mean(regrets))
+    return min(means, key=means.get) if means else None
+
+
+def batch_norm_modes(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budget: str = "cpu_fair", out: str = str(RESULTS)) -> dict:
+    """Each seed method's batch-norm default, label-free: on every real pair of ``budget`` the rule with
+    the lowest mean regret over all pairs (development pairs included) ranks the method's variants
+    (``BATCH_NORM_VARIANTS``); the variant ranked first on most pairs is the default (ties: ``separate``).
+    Target-test IoU is shown beside each vote, never used. ``results/batch_norm_modes.{json,md}``."""
+    budgets = with_development((budget,), Path(runs_dir))
+    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budgets)
+    pairs = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
+    rule = overall_rule(pairs)
+    if rule is None:
+        raise SystemExit(f"no rule ranks every pair of {budgets}; run the benchmark (and development_pairs.py) first.")
+    score, real = RULES[rule], {k: v for k, v in pairs.items() if k.split("/")[0] == budget}
+    methods = {}
+    for method in SEED_METHODS:
+        votes, per_pair = dict.fromkeys(BATCH_NORM_VARIANTS, 0), {}
+        for pair, candidates in real.items():
+            variants = {mode: candidates[method + suffix] for mode, suffix in BATCH_NORM_VARIANTS.items() if method + suffix in candidates}
+            ranked = {mode: score(c["scores"]) for mode, c in variants.items() if c["scores"] and score(c["scores"]) is not None}
+            if len(ranked) < 2:
+                continue
+            first = max(ranked, key=ranked.get)
+            votes[first] += 1
+            per_pair[pair] = {"first": first, "scores": ranked, "iou": {mode: c["iou"] for mode, c in variants.items()}}
+        if per_pair:
+            default = max(votes, key=lambda mode: (votes[mode], mode == "separate"))
+            methods[method] = {"default": default, "votes": votes, "pairs": per_pair}
+    result = {"rule": rule, "budget": budget, "variants": BATCH_NORM_VARIANTS, "methods": methods}
+    write_result(Path(out) / f"{BATCH_NORM_REPORT}.json", result)
+    lines = [
+        "# Batch norm across domains: each seed method's default, chosen without target labels",
+        "",
+        f"Rule `{rule}` (lowest mean regret over all pairs of results/label_free_selection.md) ranks each method's variants on",
+        f"every real pair of budget `{budget}`; the variant ranked first on most pairs is the default (ties: separate).",
+        "Target-test IoU of each variant is shown for the reader; it chose nothing.",
+        "",
+        "| method | default | votes | per pair: first by the rule (IoU of each variant) |",
+        "|---|---|---|---|",
+    ]
+    for method, m in methods.items():
+        votes = ", ".join(f"{mode} {n}" for mode, n in m["votes"].items() if n)
+        pairs_text = "; ".join(f"{p.split('/')[1]} {p.split('/')[2]}: {v['first']} (" + ", ".join(f"{mode} {iou:.3f}" for mode, iou in v["iou"].items()) + ")" for p, v in m["pairs"].items())
+        lines.append(f"| {method} | {m['default']} | {votes} | {pairs_text} |")
+    with atomic_path(Path(out) / f"{BATCH_NORM_REPORT}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return result
 
 
@@ -250,4 +318,4 @@ def _scatter(pairs: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"pick": pick, "validate": validate})
+    fire.Fire({"pick": pick, "validate": validate, "batch_norm_modes": batch_norm_modes})

@@ -97,3 +97,18 @@ def test_only_deployable_recipes_are_scored():
     recipes = load_recipes()
     assert label_free.deployable(recipes["tent_balanced_consistency"]) and label_free.deployable(recipes["consistency_tta"])
     assert not label_free.deployable(recipes["scale_match"])
+
+
+def test_batch_norm_default_is_the_variant_the_overall_rule_ranks_first_on_most_real_pairs(tmp_path):
+    runs = tmp_path / "runs"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):
+        # negative entropy ranks every pair perfectly (regret 0): it is the rule; the joint variant has the lowest entropy
+        for row, iou, entropy in (("source_only", 0.3, 0.5), ("mmd", 0.4, 0.4), ("mmd_joint", 0.6, 0.1), ("mmd_dsbn", 0.5, 0.2), ("coral", 0.45, 0.3)):
+            path = runs / "cpu_fair" / direction / row / "seed0.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"direction": direction, "row": row, "kind": "uda", "seed": 0, "metrics_last": {"iou": iou}, "label_free": {"prediction_entropy": entropy}}))
+    result = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+    assert result["rule"] == "negative_entropy"
+    assert result["methods"]["mmd"]["default"] == "joint" and result["methods"]["mmd"]["votes"]["joint"] == 2
+    assert "coral" not in result["methods"]  # one variant only: nothing to choose
+    assert "| mmd | joint |" in (tmp_path / "batch_norm_modes.md").read_text()
