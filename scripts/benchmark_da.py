@@ -88,9 +88,16 @@ FAIR_ROWS = (
     "mmd_joint", "coral_joint", "dann_joint", "ynet_joint", "consistency", "consistency_tta", "tent_balanced_consistency", "ft_10",
     "mmd_adabn", "coral_adabn", "dann_adabn", "ynet_adabn", "two_stream_adabn", "mmd_dsbn", "coral_dsbn", "dann_dsbn", "ynet_dsbn",
 )  # fmt: skip
+# The long grid (budget cpu_long): bounds, the seed methods (Y-Net also semi-supervised), fine-tuning,
+# and the candidates of the per-target label-free pick
+LONG_ROWS = (
+    "source_only", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream", "consistency", "tent_balanced_consistency",
+    "ynet_ft_10", "ft_10", "ft_100",
+)  # fmt: skip
+DEFAULT_ROWS = {THREE_D_BUDGET: THREE_D_ROWS, "cpu_fair": FAIR_ROWS, "cpu_long": LONG_ROWS}  # other budgets: the main grid
 RECIPES = load_recipes()
 ROWS = tuple(RECIPES[name] for name in BENCHMARK_ROWS)
-ROW_BY_NAME = {row.name: row for row in (*ROWS, *(RECIPES[name] for name in (*THREE_D_ROWS, *FAIR_ROWS)))}
+ROW_BY_NAME = {row.name: row for row in (*ROWS, *(RECIPES[name] for names in DEFAULT_ROWS.values() for name in names))}
 MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default grid, whose seeds the goal counts
 # "Best UDA" is chosen on the synthetic pair, never on real target labels (``choose``,
 # results/da_synthetic_choice.json). History: self-training on CORAL first; then domain
@@ -291,7 +298,7 @@ def run(
         if name not in known:
             raise SystemExit(f"unknown row or direction {name!r}; choose from {', '.join(known)}.")
     three_d = "patch_z" in BUDGETS[budget]
-    default = THREE_D_ROWS if three_d else FAIR_ROWS if "adapt_from" in BUDGETS[budget] else [r.name for r in MAIN_ROWS]
+    default = DEFAULT_ROWS.get(budget, [r.name for r in MAIN_ROWS])
     row_list = [ROW_BY_NAME[r] for r in row_names] or [ROW_BY_NAME[r] for r in default]
     mismatched = [r.name for r in row_list if is_three_d(RECIPES, r.name) != three_d]
     if mismatched:
