@@ -11,6 +11,7 @@ scores of ``custom.metrics.selection``. Target labels are never read here.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import numpy as np
 from benchmark_common import write_result
 from recipes import OVERLAYS, Recipe, RecipeRun
 
-from custom.data import load_datalist, read_label
+from custom.data import load_datalist, read_label, read_volume, write_volume
 from custom.inference.zarr_output import ZarrSegmentation
 from custom.metrics.selection import (
+    augmentation_agreement,
     batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
@@ -39,6 +41,7 @@ TTA_CONFIG = "tta.json"
 DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
+ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
 OUTPUT_SCORES = (  # what ``output_scores`` returns
     "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
 )  # fmt: skip
@@ -132,9 +135,9 @@ def output_scores(on_target: Path, source_foreground_fraction: float | None = No
 
 
 def scores(deployed: dict, folder: Path, target_region: str, source_validation: dict | None, bundle: Path, device: str) -> dict:
-    """One candidate's scores that need no other candidate: ``output_scores`` and the BBSE estimate of
+    """One candidate's scores that need no other candidate: ``output_scores``, the BBSE estimate of
     the target foreground fraction from the source-validation confusion (None without a source
-    region); its target-region segmentation stays in ``folder`` for ``consensus``."""
+    region) and ``rotation_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
     on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
     bbse, source_fraction = None, None
     if source_validation is not None:
@@ -144,7 +147,22 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
     result = output_scores(on_target, source_fraction)
     if source_validation is not None:
         bbse = _bbse(confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), result["predicted_foreground_fraction"])
-    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction}
+    rotation = rotation_agreement(deployed, folder, target_region, bundle, device)
+    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, "rotation_agreement": rotation}
+
+
+def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> float:
+    """Dice between the candidate's target-region mask (``scores`` made it) and its mask of the region
+    rotated by 180° in-plane, rotated back: agreement under a test-time augmentation that should not
+    change the answer. The rotated segmentation is kept in ``folder`` (resumable)."""
+    rotated = folder / ROTATED_REGION
+    if not segmentation_complete(rotated):
+        image, spacing = read_volume(target_region)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            turned = write_volume(Path(tmp) / "rotated.tif", np.ascontiguousarray(image[:, ::-1, ::-1]), spacing)
+            segment(deployed, str(turned), rotated, bundle, device)
+    mask = read_zarr(folder / TARGET_REGION, "labels/mask/0") > 0
+    return augmentation_agreement(mask, [read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0])
 
 
 def consensus(folders: dict[str, Path]) -> dict[str, float]:

@@ -41,6 +41,8 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     "batch_nuclear_norm": lambda s: s.get("batch_nuclear_norm"),
     "soft_neighborhood_density": lambda s: s.get("soft_neighborhood_density"),
     "mlls_agreement": lambda s: None if s.get("mlls_foreground_fraction") is None else -abs(s["predicted_foreground_fraction"] - s["mlls_foreground_fraction"]),
+    # added in the commit that introduced it, before any of its results
+    "rotation_agreement": lambda s: s.get("rotation_agreement"),
 }
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
@@ -137,6 +139,11 @@ def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...
     return budgets + tuple(f"{b}{DEVELOPMENT}" for b in budgets if (runs_dir / f"{b}{DEVELOPMENT}").is_dir())
 
 
+def _dataset_dir(work_dir: Path, budget: str, direction: str) -> Path:
+    """The prepared dataset a benchmark (or development) cell was scored on, in the benchmark's work folder."""
+    return work_dir / budget / "prepared" / direction if "@" in direction else work_dir / "prepared" / direction
+
+
 def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...]) -> dict[str, dict[str, dict]]:
     """Candidates per (budget, direction, seed) pair from the cached cells: the cells' label-free scores,
     consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has them."""
@@ -153,11 +160,15 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
             budget, direction, seed = key.split("/")
             folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
             folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
-            for name, folder in folders.items():  # scores added since the cell was computed, from its kept segmentation
+            for name, folder in folders.items():  # scores added since the cell was computed, from what it kept
                 stored = candidates[name]["scores"]
                 if not set(label_free.OUTPUT_SCORES) <= set(stored):
                     fraction = stored.get("source_validation_foreground_fraction")
-                    candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
+                    stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
+                if "rotation_agreement" not in stored and (folder / "deploy.json").exists():
+                    target_region, _ = label_free.regions(_dataset_dir(work_dir, budget, direction))
+                    deployed = json.loads((folder / "deploy.json").read_text())
+                    stored["rotation_agreement"] = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
             if len(folders) >= 3:
                 for name, value in label_free.consensus(folders).items():
                     candidates[name]["scores"]["consensus_agreement"] = value

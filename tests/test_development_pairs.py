@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
-        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction"}
+        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement"}
     adabn = work.resolve() / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
     assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
     # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
@@ -78,9 +79,12 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     # a score added after a cell was computed is recomputed from the cell's kept segmentation
     path = runs / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0.json"
     cell = json.loads(path.read_text())
-    path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k != "batch_nuclear_norm"}}))
-    pairs = model_selection.collect_pairs(runs, work, ("synthetic_development",))
-    assert pairs["synthetic_development/vnc_to_fafb@fine_noisy/seed0"]["adabn"]["scores"]["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
+    path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in ("batch_nuclear_norm", "rotation_agreement")}}))
+    rotated = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "target_region_rotated.zarr"
+    shutil.rmtree(rotated)  # segmented again with the deployed model
+    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",))["synthetic_development/vnc_to_fafb@fine_noisy/seed0"]["adabn"]["scores"]
+    assert scores["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
+    assert scores["rotation_agreement"] == pytest.approx(cell["label_free"]["rotation_agreement"]) and rotated.exists()
 
 
 def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):
