@@ -44,6 +44,14 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     # added in the commit that introduced it, before any of its results
     "rotation_agreement": lambda s: s.get("rotation_agreement"),
 }
+# The stored score each rule reads: a pair where a candidate has not recorded it (a score added after
+# the cell was computed) cannot be ranked by that rule; a recorded None (no BBSE estimate) leaves out
+# that candidate only
+RULE_SCORES = {
+    "consensus_agreement": "consensus_agreement", "information_maximization": "information_maximization", "negative_entropy": "prediction_entropy",
+    "bbse_agreement": "bbse_foreground_fraction", "batch_nuclear_norm": "batch_nuclear_norm", "soft_neighborhood_density": "soft_neighborhood_density",
+    "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement",
+}  # fmt: skip
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
 
@@ -79,13 +87,15 @@ def _model_name(path: Path, index: int) -> str:
     return f"{index}_{base}"
 
 
-def pair_statistics(candidates: dict[str, dict], score: Callable[[dict], float | None]) -> dict:
+def pair_statistics(candidates: dict[str, dict], score: Callable[[dict], float | None], key: str | None = None) -> dict:
     """Spearman / Kendall correlation of ``score`` with target-test IoU over the candidates that have
-    it, and the regret of the top-scored one; ``candidates``: name -> {"iou", "scores"}."""
+    it, and the regret of the top-scored one; ``candidates``: name -> {"iou", "scores"}. With ``key``
+    (the stored score the rule reads), a pair where a scored candidate never recorded it is not ranked."""
     from scipy.stats import kendalltau, spearmanr
 
+    recorded = [c["scores"] for c in candidates.values() if c["scores"]]
     scored = {n: (score(c["scores"]), c["iou"]) for n, c in candidates.items() if c["scores"] and score(c["scores"]) is not None}
-    if len(scored) < 3:
+    if len(scored) < 3 or (key is not None and any(key not in s for s in recorded)):
         return {"n": len(scored), "spearman": None, "kendall": None, "regret": None, "pick": None}
     names = list(scored)
     values, ious = [scored[n][0] for n in names], [scored[n][1] for n in names]
@@ -116,14 +126,14 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
         others = [p for p in pairs if family(p) != held]
         mean_regret = {}
         for rule, score in RULES.items():
-            regrets = [pair_statistics(pairs[p], score)["regret"] for p in others]
+            regrets = [pair_statistics(pairs[p], score, RULE_SCORES[rule])["regret"] for p in others]
             if regrets and all(r is not None for r in regrets):
                 mean_regret[rule] = float(np.mean(regrets))
         if not mean_regret:
             out[held] = {"rule": None, "regret": None}
             continue
         rule = min(mean_regret, key=mean_regret.get)
-        regrets = {p: pair_statistics(pairs[p], RULES[rule])["regret"] for p in pairs if family(p) == held}
+        regrets = {p: pair_statistics(pairs[p], RULES[rule], RULE_SCORES[rule])["regret"] for p in pairs if family(p) == held}
         real = [r for p, r in regrets.items() if "@" not in p and r is not None]
         out[held] = {
             "rule": rule,
@@ -144,9 +154,12 @@ def _dataset_dir(work_dir: Path, budget: str, direction: str) -> Path:
     return work_dir / budget / "prepared" / direction if "@" in direction else work_dir / "prepared" / direction
 
 
-def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...]) -> dict[str, dict[str, dict]]:
+def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...], segment_missing: bool = False) -> dict[str, dict[str, dict]]:
     """Candidates per (budget, direction, seed) pair from the cached cells: the cells' label-free scores,
-    consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has them."""
+    consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has
+    them, and scores added since a cell was computed filled in from them (with ``segment_missing``
+    also the rotation agreement, which segments the rotated target region again: about a minute per
+    candidate on a CPU)."""
     pairs: dict[str, dict[str, dict]] = {}
     for budget in budgets:
         for path in sorted((runs_dir / budget).glob("*/*/seed*.json")):
@@ -165,7 +178,7 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
                 if not set(label_free.OUTPUT_SCORES) <= set(stored):
                     fraction = stored.get("source_validation_foreground_fraction")
                     stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
-                if "rotation_agreement" not in stored and (folder / "deploy.json").exists():
+                if segment_missing and "rotation_agreement" not in stored and (folder / "deploy.json").exists():
                     target_region, _ = label_free.regions(_dataset_dir(work_dir, budget, direction))
                     deployed = json.loads((folder / "deploy.json").read_text())
                     stored["rotation_agreement"] = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
@@ -175,15 +188,18 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     return pairs
 
 
-def validate(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS)) -> dict:
+def validate(
+    runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS), segment_missing: bool = False
+) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
-    they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``."""
+    they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``.
+    ``segment_missing``: compute the rotation agreement of cells recorded without it (``collect_pairs``)."""
     budget_list = with_development((budgets,) if isinstance(budgets, str) else tuple(budgets), Path(runs_dir))
-    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list)
+    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list, segment_missing)
     pairs = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
-    table = {rule: {pair: pair_statistics(candidates, score) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
+    table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
     result = {"rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "held_out": held_out(pairs)}
     write_result(Path(out) / f"{REPORT}.json", result)
     with atomic_path(Path(out) / f"{REPORT}.md") as tmp:
@@ -203,7 +219,7 @@ def overall_rule(pairs: dict[str, dict[str, dict]]) -> str | None:
     """The rule with the lowest mean regret over all ``pairs`` (ties: ``RULES`` order)."""
     means = {}
     for rule, score in RULES.items():
-        regrets = [pair_statistics(candidates, score)["regret"] for candidates in pairs.values()]
+        regrets = [pair_statistics(candidates, score, RULE_SCORES[rule])["regret"] for candidates in pairs.values()]
         if regrets and all(r is not None for r in regrets):
             means[rule] = float(np.mean(regrets))
     return min(means, key=means.get) if means else None
@@ -278,7 +294,9 @@ def _markdown(result: dict) -> str:
         "model): Spearman ρ of the score with target-test IoU, and the regret of deploying the top-scored candidate (best",
         "IoU − the pick's). `a@shift` is a development pair: direction `a`'s candidates on its target re-imaged",
         "(`development_pairs.py`). Scores come from the target's unlabelled training region (and the source validation",
-        "region for BBSE); no target label is read.",
+        "region for BBSE); no target label is read. `–`: fewer than 3 candidates ranked, or a candidate of the pair never",
+        "recorded the rule's score (it was added after the cell was computed: `validate --segment-missing` computes",
+        "the missing rotation agreements); a rule without every pair ranked is not chosen in the held-out step.",
         "",
         "| pair | n | " + " | ".join(rules) + " |",
         "|---|---|" + "---|" * len(rules),

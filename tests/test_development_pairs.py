@@ -82,7 +82,9 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in ("batch_nuclear_norm", "rotation_agreement")}}))
     rotated = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "target_region_rotated.zarr"
     shutil.rmtree(rotated)  # segmented again with the deployed model
-    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",))["synthetic_development/vnc_to_fafb@fine_noisy/seed0"]["adabn"]["scores"]
+    pair = "synthetic_development/vnc_to_fafb@fine_noisy/seed0"
+    assert "rotation_agreement" not in model_selection.collect_pairs(runs, work, ("synthetic_development",))[pair]["adabn"]["scores"]  # not segmented unless asked
+    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",), segment_missing=True)[pair]["adabn"]["scores"]
     assert scores["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
     assert scores["rotation_agreement"] == pytest.approx(cell["label_free"]["rotation_agreement"]) and rotated.exists()
 

@@ -85,6 +85,15 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
     assert "misses the goal" in (tmp_path / "label_free_selection.md").read_text()
 
 
+def test_a_rule_whose_score_a_candidate_never_recorded_does_not_rank_the_pair():
+    candidates = {n: {"iou": iou, "scores": {"prediction_entropy": e, **({"rotation_agreement": r} if r is not None else {})}}
+                  for n, iou, e, r in (("a", 0.5, 0.1, 0.9), ("b", 0.6, 0.2, 0.8), ("c", 0.4, 0.3, None), ("d", 0.3, 0.4, 0.7))}  # fmt: skip
+    rotation = model_selection.RULES["rotation_agreement"]
+    assert model_selection.pair_statistics(candidates, rotation, "rotation_agreement")["regret"] is None
+    assert model_selection.pair_statistics(candidates, rotation)["regret"] == pytest.approx(0.1)  # without the key: over those that have it
+    assert set(model_selection.RULE_SCORES) == set(model_selection.RULES)
+
+
 def test_validate_says_when_no_cell_has_scores(tmp_path):
     _cell(tmp_path / "runs", "vnc_to_fafb", "a", "uda", 0.5)
     with pytest.raises(SystemExit, match="records label-free scores"):
