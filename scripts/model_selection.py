@@ -249,7 +249,8 @@ def batch_norm_modes(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "run
             votes[first] += 1
             per_pair[pair] = {"first": first, "scores": ranked, "iou": {mode: c["iou"] for mode, c in variants.items()}}
         if per_pair:
-            default = max(votes, key=lambda mode: (votes[mode], mode == "separate"))
+            top = [mode for mode, n in votes.items() if n == max(votes.values())]
+            default = top[0] if len(top) == 1 else "separate"  # a tie keeps today's default
             methods[method] = {"default": default, "votes": votes, "pairs": per_pair}
     result = {"rule": rule, "budget": budget, "variants": BATCH_NORM_VARIANTS, "methods": methods}
     write_result(Path(out) / f"{BATCH_NORM_REPORT}.json", result)

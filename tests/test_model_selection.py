@@ -121,3 +121,8 @@ def test_batch_norm_default_is_the_variant_the_overall_rule_ranks_first_on_most_
     assert result["methods"]["mmd"]["default"] == "joint" and result["methods"]["mmd"]["votes"]["joint"] == 2
     assert "coral" not in result["methods"]  # one variant only: nothing to choose
     assert "| mmd | joint |" in (tmp_path / "batch_norm_modes.md").read_text()
+    # the other direction's lowest entropy moves to the DSBN variant: one vote each, a tie keeps separate
+    path = runs / "cpu_fair" / "fafb_to_vnc" / "mmd_dsbn" / "seed0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label_free": {"prediction_entropy": 0.05}, "metrics_last": {"iou": 0.7}}))
+    tied = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))["methods"]["mmd"]
+    assert tied["votes"]["joint"] == tied["votes"]["domain_specific"] == 1 and tied["default"] == "separate"
