@@ -293,9 +293,7 @@ def run(
     }
     _claim_out(out_dir, settings)
     bundle = TASKS[task]
-    env = worker_env(threads)
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    env = worker_env(threads, device)
     summary = {"task": task, "budget": budget, "seed": seed, "candidates": names, "targets": {}}
     for name, image, label in zip(_target_names(targets), targets, labels or [None] * len(targets)):
         folder = out_dir / name

@@ -89,10 +89,14 @@ def chosen(requested: str | Iterable[str], known: Iterable[str], what: str) -> l
     return names
 
 
-def worker_env(threads: int) -> dict:
-    """Environment for bundle subprocesses with ``threads`` CPU threads (also set for this process)."""
+def worker_env(threads: int, device: str | None = None) -> dict:
+    """Environment for bundle subprocesses with ``threads`` CPU threads (also set for this process);
+    ``device`` ``"cpu"`` also hides any GPU from them."""
     torch.set_num_threads(threads)
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def write_result(path: Path, result: dict) -> None:

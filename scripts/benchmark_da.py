@@ -170,9 +170,7 @@ class Benchmark:
         self.budget_name, self.budget = budget, BUDGETS[budget]
         self.device = device
         self.threads = threads
-        self.env = worker_env(threads)
-        if device == "cpu":
-            self.env["CUDA_VISIBLE_DEVICES"] = ""
+        self.env = worker_env(threads, device)
         self.spacing_nm = None if budget in SYNTHETIC_BUDGETS else mito_pair_spacing_nm()  # recorded in each real-data cell
 
     def result_path(self, direction: str, row: Recipe, seed: int) -> Path:
@@ -597,10 +595,10 @@ def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
             continue
         per_seed = {}
         for pair, stats in selection["table"][rule].items():
-            pair_budget, pair_direction, seed = pair.split("/")
-            name = stats["pick"]
+            pair_budget, pair_direction, seed_name = pair.split("/")
+            name, seed = stats["pick"], int(seed_name.removeprefix("seed"))
             if pair_budget == budget and pair_direction == direction and name in cells:
-                per_seed[int(seed.removeprefix("seed"))] = {"pick": name, "iou": cells[name]["iou_per_seed"].get(int(seed.removeprefix("seed"))), "regret": stats["regret"]}
+                per_seed[seed] = {"pick": name, "iou": cells[name]["iou_per_seed"].get(seed), "regret": stats["regret"]}
         per_seed = {s: v for s, v in per_seed.items() if v["iou"] is not None}
         if per_seed:
             picks[direction] = {"rule": rule, "chosen_on": held["chosen_on"], "per_seed": dict(sorted(per_seed.items()))}

@@ -24,7 +24,7 @@ from pathlib import Path
 import fire
 import label_free
 from benchmark_common import RESULTS, REPO, TRAINED_MARKER, chosen, worker_env, write_result
-from recipes import BUDGETS, RecipeRun, chain, load_recipes
+from recipes import BUDGETS, Recipe, RecipeRun, chain, load_recipes
 
 from custom.data import Reimaging, load_datalist
 from custom.utils import atomic_path, git_commit
@@ -90,27 +90,27 @@ def run(
     prepared = work / "prepared"
     if not (prepared / "prepared.json").exists():
         raise SystemExit(f"{prepared} is not prepared; run the benchmark first (python scripts/benchmark_da.py run --budget {budget}).")
+    recipes, env = load_recipes(), worker_env(threads, device)
     cells = []
     for direction in direction_list:
         for shift in shift_list:
             dataset = build_dataset(prepared / direction, shift, work / f"{budget}{SUFFIX}" / "prepared" / pair_name(direction, shift))
             for seed in seed_list:
                 for cell in _candidates(runs / budget / direction, seed):
-                    cells.append(_run_cell(cell, dataset, shift, budget, work, runs, device, threads))
+                    cells.append(_run_cell(cell, recipes, dataset, shift, budget, work, runs, device, env, threads))
     return cells
 
 
 def _candidates(direction_runs: Path, seed: int) -> list[dict]:
     """The direction's cached cells of ``seed`` that ``model_selection.py`` counts as candidates (those with scores)."""
-    from model_selection import UNSUPERVISED
+    from model_selection import is_candidate  # it imports this module
 
     found = [json.loads(p.read_text()) for p in sorted(direction_runs.glob(f"*/seed{seed}.json"))]
-    return [c for c in found if c.get("label_free") and c["kind"] in UNSUPERVISED and (c["kind"] != "bound" or c["row"] == "source_only")]
+    return [c for c in found if c.get("label_free") and is_candidate(c)]
 
 
-def _run_cell(cell: dict, dataset: Path, shift: str, budget: str, work: Path, runs: Path, device: str, threads: int) -> dict:
+def _run_cell(cell: dict, recipes: dict[str, Recipe], dataset: Path, shift: str, budget: str, work: Path, runs: Path, device: str, env: dict, threads: int) -> dict:
     """One candidate on one development pair: deploy, score, evaluate; the cached cell when it exists."""
-    recipes = load_recipes()
     direction, row, seed = cell["direction"], recipes[cell["row"]], cell["seed"]
     pair = pair_name(direction, shift)
     out = runs / f"{budget}{SUFFIX}" / pair / row.name / f"seed{seed}.json"
@@ -121,9 +121,6 @@ def _run_cell(cell: dict, dataset: Path, shift: str, budget: str, work: Path, ru
     if missing:
         raise SystemExit(f"{direction}/{row.name}/seed{seed}: the benchmark's trainings {missing} are not under {work / budget}; run the benchmark first.")
     start = time.time()
-    env = worker_env(threads)
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
     root = work / f"{budget}{SUFFIX}" / pair
     run_ = RecipeRun(
         recipes, dataset, BUDGETS[budget], seed, lambda name: root / name / f"seed{seed}", env=env,

@@ -139,14 +139,13 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
     the target foreground fraction from the source-validation confusion (None without a source
     region) and ``rotation_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
     on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
-    bbse, source_fraction = None, None
+    confusion, source_fraction = None, None
     if source_validation is not None:
         truth = read_label(source_validation["label"])[0] > 0
         on_source = segment(deployed, source_validation["image"], folder / SOURCE_VALIDATION, bundle, device)
-        source_fraction = float(truth.mean())
+        confusion, source_fraction = confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), float(truth.mean())
     result = output_scores(on_target, source_fraction)
-    if source_validation is not None:
-        bbse = _bbse(confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), result["predicted_foreground_fraction"])
+    bbse = None if confusion is None else _bbse(confusion, result["predicted_foreground_fraction"])
     rotation = rotation_agreement(deployed, folder, target_region, bundle, device)
     return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, "rotation_agreement": rotation}
 

@@ -124,15 +124,10 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     out = {}
     for held in sorted({family(p) for p in pairs}):
         others = [p for p in pairs if family(p) != held]
-        mean_regret = {}
-        for rule, score in RULES.items():
-            regrets = [pair_statistics(pairs[p], score, RULE_SCORES[rule])["regret"] for p in others]
-            if regrets and all(r is not None for r in regrets):
-                mean_regret[rule] = float(np.mean(regrets))
-        if not mean_regret:
+        rule = overall_rule({p: pairs[p] for p in others})
+        if rule is None:
             out[held] = {"rule": None, "regret": None}
             continue
-        rule = min(mean_regret, key=mean_regret.get)
         regrets = {p: pair_statistics(pairs[p], RULES[rule], RULE_SCORES[rule])["regret"] for p in pairs if family(p) == held}
         real = [r for p, r in regrets.items() if "@" not in p and r is not None]
         out[held] = {
@@ -142,6 +137,11 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
             "regrets": regrets,
         }
     return out
+
+
+def is_candidate(cell: dict) -> bool:
+    """Whether a cached cell is a label-free selection candidate: an unsupervised row or source-only."""
+    return cell.get("kind") in UNSUPERVISED and (cell["kind"] != "bound" or cell["row"] == "source_only")
 
 
 def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...]:
@@ -164,7 +164,7 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     for budget in budgets:
         for path in sorted((runs_dir / budget).glob("*/*/seed*.json")):
             cell = json.loads(path.read_text())
-            if cell.get("kind") not in UNSUPERVISED or (cell.get("kind") == "bound" and cell["row"] != "source_only"):
+            if not is_candidate(cell):
                 continue
             key = f"{budget}/{cell['direction']}/seed{cell['seed']}"
             pairs.setdefault(key, {})[cell["row"]] = {"iou": cell["metrics_last"]["iou"], "scores": dict(cell.get("label_free") or {})}
