@@ -10,27 +10,36 @@ scores of ``custom.metrics.selection``. Target labels are never read here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from benchmark_common import write_result
 from recipes import OVERLAYS, Recipe, RecipeRun
 
 from custom.data import load_datalist, read_label, read_volume, write_volume
+from custom.inference.from_bundle import load_bundle_network
 from custom.inference.zarr_output import ZarrSegmentation
+from custom.networks import network_downsampling
 from custom.metrics.selection import (
     augmentation_agreement,
     batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
     consensus_agreement,
+    dev_risk,
+    domain_probability,
+    importance_weights,
     information_maximization,
+    iwcv_risk,
     mlls_foreground_fraction,
     prediction_entropy,
     soft_neighborhood_density,
+    tile_features_and_losses,
 )
 from custom.utils import run_bundle_logged
 
@@ -42,6 +51,8 @@ DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
+DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
+DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks, kept in its folder
 OUTPUT_SCORES = (  # what ``output_scores`` returns
     "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
 )  # fmt: skip
@@ -136,8 +147,8 @@ def output_scores(on_target: Path, source_foreground_fraction: float | None = No
 
 def scores(deployed: dict, folder: Path, target_region: str, source_validation: dict | None, bundle: Path, device: str) -> dict:
     """One candidate's scores that need no other candidate: ``output_scores``, the BBSE estimate of
-    the target foreground fraction from the source-validation confusion (None without a source
-    region) and ``rotation_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
+    the target foreground fraction from the source-validation confusion and ``dev_scores`` (both
+    only with a source region) and ``rotation_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
     on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
     confusion, source_fraction = None, None
     if source_validation is not None:
@@ -147,7 +158,8 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
     result = output_scores(on_target, source_fraction)
     bbse = None if confusion is None else _bbse(confusion, result["predicted_foreground_fraction"])
     rotation = rotation_agreement(deployed, folder, target_region, bundle, device)
-    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, "rotation_agreement": rotation}
+    dev = {} if source_validation is None else dev_scores(deployed, folder, target_region, source_validation, bundle, device)
+    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, "rotation_agreement": rotation, **dev}
 
 
 def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> float:
@@ -162,6 +174,68 @@ def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle:
             segment(deployed, str(turned), rotated, bundle, device)
     mask = read_zarr(folder / TARGET_REGION, "labels/mask/0") > 0
     return augmentation_agreement(mask, [read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0])
+
+
+def region_at(image: str, pixel_size_nm: float, label: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A region as the network sees it at inference (normalised by its mean and standard deviation,
+    resampled in-plane to ``pixel_size_nm``) and, given ``label``, its labels on the same grid."""
+    volume, spacing = read_volume(image)
+    volume = volume.astype(np.float32)
+    volume = (volume - volume.mean()) / max(float(volume.std()), 1e-8)
+    truth = None if label is None else (read_label(label)[0] > 0).astype(np.uint8)
+    if spacing is not None:
+        size = [max(1, round(n * s / pixel_size_nm)) for n, s in zip(volume.shape[1:], spacing[1:])]
+        volume = torch.nn.functional.interpolate(torch.from_numpy(volume)[:, None], size=size, mode="bilinear", antialias=True)[:, 0].numpy()
+        if truth is not None:
+            truth = torch.nn.functional.interpolate(torch.from_numpy(truth)[:, None], size=size, mode="nearest")[:, 0].numpy()
+    return volume, truth
+
+
+def fitting_window(window: Sequence[int], downsampling: Sequence[int], *shapes: Sequence[int]) -> tuple[int, ...]:
+    """The largest window (Z, Y, X) no larger than ``window`` that fits every region of ``shapes`` and
+    the network's ``downsampling`` divides (per axis, (Z, Y, X); 1 along Z for a 2D network)."""
+    fitted = tuple(min(w, *(shape[i] for shape in shapes)) // d * d for i, (w, d) in enumerate(zip(window, downsampling)))
+    if min(fitted) < 1:
+        raise ValueError(f"regions {[tuple(s) for s in shapes]} are smaller than the network's downsampling {tuple(downsampling)}.")
+    return fitted
+
+
+def region_tiles(volume: np.ndarray, window: Sequence[int], count: int, seed: int = 0, truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to ``count`` non-overlapping ``window`` (Z, Y, X) tiles of ``volume`` drawn at random, and the
+    same tiles of ``truth``: (N, 1, *window) arrays, the Z axis dropped for a 2D window (Z = 1)."""
+    corners = list(itertools.product(*(range(0, n - w + 1, w) for n, w in zip(volume.shape, window))))
+    chosen = sorted(np.random.default_rng(seed).choice(len(corners), min(count, len(corners)), replace=False))
+
+    def cut(array: np.ndarray) -> np.ndarray:
+        tiles = np.stack([array[tuple(slice(c, c + w) for c, w in zip(corners[i], window))] for i in chosen])[:, None]
+        return tiles[:, :, 0] if window[0] == 1 else tiles
+
+    return cut(volume), None if truth is None else cut(truth)
+
+
+def dev_scores(deployed: dict, folder: Path, target_region: str, source_validation: dict, bundle: Path, device: str) -> dict:
+    """DEV and IWCV risks of a candidate (lower is better) and its plain source-validation loss: per
+    window of the labelled source validation region, the pixel cross-entropy, weighted by the density
+    ratio p_target / p_source of a domain classifier on the candidate's bottleneck features
+    (``DEV_TILES`` windows per domain, the target's from its unlabelled training region; the
+    inference window, shrunk where a region is narrower). The network runs without test-time
+    augmentation; the result is kept in ``folder`` (``DEV_RECORD``)."""
+    record = folder / DEV_RECORD
+    if record.exists():
+        return json.loads(record.read_text())
+    network, parser = load_bundle_network(bundle, deployed["checkpoint"], device=device)
+    pixel_size_nm, roi = float(parser.get_parsed_content("pixel_size_nm")), list(parser.get_parsed_content("roi_size"))
+    source, truth = region_at(source_validation["image"], pixel_size_nm, source_validation["label"])
+    target, _ = region_at(target_region, pixel_size_nm)
+    downsampling = network_downsampling(network)
+    window = fitting_window(roi if len(roi) == 3 else [1, *roi], downsampling if len(downsampling) == 3 else (1, *downsampling), source.shape, target.shape)
+    source_tiles, labels = region_tiles(source, window, DEV_TILES, truth=truth)
+    source_features, losses = tile_features_and_losses(network, source_tiles, labels, device)
+    target_features, _ = tile_features_and_losses(network, region_tiles(target, window, DEV_TILES)[0], None, device)
+    weights = importance_weights(domain_probability(source_features, target_features), len(source_features), len(target_features))
+    result = {"dev_risk": dev_risk(losses, weights), "iwcv_risk": iwcv_risk(losses, weights), "source_validation_loss": float(losses.mean()), "window": list(window)}
+    write_result(record, result)
+    return result
 
 
 def consensus(folders: dict[str, Path]) -> dict[str, float]:

@@ -43,6 +43,10 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     "mlls_agreement": lambda s: None if s.get("mlls_foreground_fraction") is None else -abs(s["predicted_foreground_fraction"] - s["mlls_foreground_fraction"]),
     # added in the commit that introduced it, before any of its results
     "rotation_agreement": lambda s: s.get("rotation_agreement"),
+    # added in the commit that introduced them, before any of their results: the lowest risk wins
+    "dev": lambda s: None if s.get("dev_risk") is None else -s["dev_risk"],
+    "iwcv": lambda s: None if s.get("iwcv_risk") is None else -s["iwcv_risk"],
+    "source_risk": lambda s: None if s.get("source_validation_loss") is None else -s["source_validation_loss"],
 }
 # The stored score each rule reads: a pair where a candidate has not recorded it (a score added after
 # the cell was computed) cannot be ranked by that rule; a recorded None (no BBSE estimate) leaves out
@@ -50,8 +54,11 @@ RULES: dict[str, Callable[[dict], float | None]] = {
 RULE_SCORES = {
     "consensus_agreement": "consensus_agreement", "information_maximization": "information_maximization", "negative_entropy": "prediction_entropy",
     "bbse_agreement": "bbse_foreground_fraction", "batch_nuclear_norm": "batch_nuclear_norm", "soft_neighborhood_density": "soft_neighborhood_density",
-    "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement",
+    "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement", "dev": "dev_risk", "iwcv": "iwcv_risk",
+    "source_risk": "source_validation_loss",
 }  # fmt: skip
+# Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``)
+COMPUTABLE = ("rotation_agreement", "dev")
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
 
@@ -154,12 +161,21 @@ def _dataset_dir(work_dir: Path, budget: str, direction: str) -> Path:
     return work_dir / budget / "prepared" / direction if "@" in direction else work_dir / "prepared" / direction
 
 
-def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...], segment_missing: bool = False) -> dict[str, dict[str, dict]]:
+def _missing(compute: str | tuple) -> tuple[str, ...]:
+    """``validate``'s ``compute`` as a tuple of ``COMPUTABLE`` names (one clear error for any other)."""
+    names = tuple(n for n in ((compute,) if isinstance(compute, str) else compute) if n)
+    unknown = sorted(set(names) - set(COMPUTABLE))
+    if unknown:
+        raise SystemExit(f"cannot compute {unknown}; choose from {', '.join(COMPUTABLE)}.")
+    return names
+
+
+def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...], compute: tuple[str, ...] = ()) -> dict[str, dict[str, dict]]:
     """Candidates per (budget, direction, seed) pair from the cached cells: the cells' label-free scores,
     consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has
-    them, and scores added since a cell was computed filled in from them (with ``segment_missing``
-    also the rotation agreement, which segments the rotated target region again: about a minute per
-    candidate on a CPU)."""
+    them, and scores added since a cell was computed filled in from them. ``compute`` (``COMPUTABLE``)
+    also fills in scores that need the model again: the rotation agreement (segments the rotated
+    target region: about a minute per candidate on a CPU) and DEV / IWCV (kept in the candidate's folder)."""
     pairs: dict[str, dict[str, dict]] = {}
     for budget in budgets:
         for path in sorted((runs_dir / budget).glob("*/*/seed*.json")):
@@ -178,10 +194,14 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
                 if not set(label_free.OUTPUT_SCORES) <= set(stored):
                     fraction = stored.get("source_validation_foreground_fraction")
                     stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
-                if segment_missing and "rotation_agreement" not in stored and (folder / "deploy.json").exists():
-                    target_region, _ = label_free.regions(_dataset_dir(work_dir, budget, direction))
+                wanted = [n for n in compute if RULE_SCORES.get(n, n) not in stored]
+                if wanted and (folder / "deploy.json").exists():
+                    target_region, source_validation = label_free.regions(_dataset_dir(work_dir, budget, direction))
                     deployed = json.loads((folder / "deploy.json").read_text())
-                    stored["rotation_agreement"] = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+                    if "rotation_agreement" in wanted:
+                        stored["rotation_agreement"] = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+                    if "dev" in wanted and source_validation is not None:
+                        stored.update(label_free.dev_scores(deployed, folder, target_region, source_validation, BUNDLE, "cpu"))
             if len(folders) >= 3:
                 for name, value in label_free.consensus(folders).items():
                     candidates[name]["scores"]["consensus_agreement"] = value
@@ -189,13 +209,14 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
 
 
 def validate(
-    runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS), segment_missing: bool = False
+    runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS), compute: str | tuple = ()
 ) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
     they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``.
-    ``segment_missing``: compute the rotation agreement of cells recorded without it (``collect_pairs``)."""
+    ``compute``: scores of ``COMPUTABLE`` (``rotation_agreement``, ``dev``) to compute for cells recorded without them (``collect_pairs``)."""
+    missing = _missing(compute)
     budget_list = with_development((budgets,) if isinstance(budgets, str) else tuple(budgets), Path(runs_dir))
-    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list, segment_missing)
+    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list, missing)
     pairs = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
@@ -296,8 +317,10 @@ def _markdown(result: dict) -> str:
         "IoU − the pick's). `a@shift` is a development pair: direction `a`'s candidates on its target re-imaged",
         "(`development_pairs.py`). Scores come from the target's unlabelled training region (and the source validation",
         "region for BBSE); no target label is read. `–`: fewer than 3 candidates ranked, or a candidate of the pair never",
-        "recorded the rule's score (it was added after the cell was computed: `validate --segment-missing` computes",
-        "the missing rotation agreements); a rule without every pair ranked is not chosen in the held-out step.",
+        "recorded the rule's score (it was added after the cell was computed: `validate --compute rotation_agreement,dev`",
+        "computes the missing ones); a rule without every pair ranked is not chosen in the held-out step. DEV / IWCV / source",
+        "risk: the source-validation cross-entropy per window, weighted by a domain classifier's density ratio on the",
+        "candidate's bottleneck features (DEV with its control variate; source risk unweighted); the lowest risk is picked.",
         "",
         "| pair | n | " + " | ".join(rules) + " |",
         "|---|---|" + "---|" * len(rules),

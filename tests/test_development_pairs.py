@@ -18,6 +18,7 @@ from .conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import development_pairs  # noqa: E402
+import label_free  # noqa: E402
 import model_selection  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
-        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement"}
+        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "dev_risk", "iwcv_risk"}
     adabn = work.resolve() / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
     assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
     # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
@@ -79,14 +80,21 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     # a score added after a cell was computed is recomputed from the cell's kept segmentation
     path = runs / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0.json"
     cell = json.loads(path.read_text())
-    path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in ("batch_nuclear_norm", "rotation_agreement")}}))
-    rotated = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "target_region_rotated.zarr"
+    removed = ("batch_nuclear_norm", "rotation_agreement", "dev_risk", "iwcv_risk", "source_validation_loss")
+    path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in removed}}))
+    folder = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free"
+    rotated = folder / "target_region_rotated.zarr"
     shutil.rmtree(rotated)  # segmented again with the deployed model
+    (folder / label_free.DEV_RECORD).unlink()  # and DEV computed again
     pair = "synthetic_development/vnc_to_fafb@fine_noisy/seed0"
-    assert "rotation_agreement" not in model_selection.collect_pairs(runs, work, ("synthetic_development",))[pair]["adabn"]["scores"]  # not segmented unless asked
-    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",), segment_missing=True)[pair]["adabn"]["scores"]
+    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",))[pair]["adabn"]["scores"]
+    assert "rotation_agreement" not in scores and "dev_risk" not in scores  # the model is not run again unless asked
+    scores = model_selection.collect_pairs(runs, work, ("synthetic_development",), compute=("rotation_agreement", "dev"))[pair]["adabn"]["scores"]
     assert scores["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
     assert scores["rotation_agreement"] == pytest.approx(cell["label_free"]["rotation_agreement"]) and rotated.exists()
+    assert scores["dev_risk"] == pytest.approx(cell["label_free"]["dev_risk"]) and scores["iwcv_risk"] == pytest.approx(cell["label_free"]["iwcv_risk"])
+    with pytest.raises(SystemExit, match="cannot compute.*rotation"):
+        model_selection.validate(runs_dir=str(runs), work_dir=str(work), budgets="synthetic", compute="rotaton_agreement")
 
 
 def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):

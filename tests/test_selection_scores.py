@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from custom.metrics.selection import (
     augmentation_agreement,
@@ -12,13 +13,16 @@ from custom.metrics.selection import (
     confusion_rates,
     consensus_agreement,
     dev_risk,
+    domain_probability,
     importance_weights,
     information_maximization,
     iwcv_risk,
     mlls_foreground_fraction,
     prediction_entropy,
     soft_neighborhood_density,
+    tile_features_and_losses,
 )
+from custom.networks import UNet
 
 
 def _probs(foreground: np.ndarray) -> np.ndarray:
@@ -65,6 +69,37 @@ def test_dev_equals_iwcv_for_constant_weights_and_has_lower_variance():
         dev.append(dev_risk(loss, w))
     assert np.mean(dev) == pytest.approx(0.55, abs=0.01) and np.std(dev) < 0.2 * np.std(iwcv)
     np.testing.assert_allclose(importance_weights(np.array([0.5, 0.8]), 100, 50), [2.0, 8.0])
+
+
+def test_domain_classifier_weights_reweight_the_source_to_the_target():
+    """Identical domains: weights about 1, so DEV is the plain source loss; a shifted target: the
+    weighted source mean moves to the target's (a Gaussian shift has a logistic density ratio)."""
+    rng = np.random.default_rng(3)
+    source = rng.normal(size=(2000, 2))
+    same = domain_probability(source, rng.normal(size=(2000, 2)))
+    weights = importance_weights(same, 2000, 2000)
+    assert np.abs(weights - 1).mean() < 0.1
+    losses = rng.random(2000)
+    assert dev_risk(losses, weights) == pytest.approx(losses.mean(), abs=0.01)
+    target = rng.normal(size=(2000, 2)) + [0.5, 0.0]
+    weights = importance_weights(domain_probability(source, target), 2000, 2000)
+    reweighted = (weights[:, None] * source).sum(0) / weights.sum()
+    assert reweighted[0] == pytest.approx(0.5, abs=0.08) and abs(reweighted[1]) < 0.08
+    with pytest.raises(ValueError, match="same channels"):
+        domain_probability(source, target[:, :1])
+
+
+def test_tile_features_and_losses_per_window():
+    torch.manual_seed(0)
+    network = UNet(2, channels=(4, 8, 16)).eval()
+    tiles = np.random.default_rng(4).normal(size=(5, 1, 32, 32)).astype(np.float32)
+    labels = np.zeros((5, 1, 32, 32), np.uint8)
+    features, losses = tile_features_and_losses(network, tiles, labels, batch_size=2)
+    assert features.shape == (5, 16) and losses.shape == (5,) and np.all(losses > 0)
+    with torch.no_grad():
+        logits = network(torch.from_numpy(tiles[:1]))
+    assert losses[0] == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.zeros(1, 32, 32, dtype=torch.long)).item(), rel=1e-5)
+    assert tile_features_and_losses(network, tiles)[1] is None
 
 
 def test_agreement_scores_single_out_the_outlier():

@@ -13,6 +13,7 @@ from .selection import (
     consensus_agreement,
     dev_risk,
     dice_agreement,
+    domain_probability,
     importance_weights,
     information_maximization,
     iwcv_risk,
@@ -20,6 +21,7 @@ from .selection import (
     prediction_entropy,
     soft_neighborhood_density,
     target_prediction_stats,
+    tile_features_and_losses,
 )
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "consensus_agreement",
     "dev_risk",
     "dice_agreement",
+    "domain_probability",
     "importance_weights",
     "information_maximization",
     "iwcv_risk",
@@ -52,4 +55,5 @@ __all__ = [
     "segment_from_boundaries",
     "split_merge_counts",
     "target_prediction_stats",
+    "tile_features_and_losses",
 ]

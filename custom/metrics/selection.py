@@ -131,6 +131,39 @@ def importance_weights(target_probability: np.ndarray, n_source: int, n_target: 
     return p / (1 - p) * n_source / n_target
 
 
+def domain_probability(source: np.ndarray, target: np.ndarray, l2: float = 1.0, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """P(target | x) of each source sample from an L2-regularised logistic-regression domain classifier
+    on standardised features, cross-fitted (You et al. 2019 fit it on held-out features): each source
+    sample is scored by the classifier fitted on the other ``folds`` of both domains. ``l2``: the
+    penalty on the summed log-loss (scikit-learn's 1 / C)."""
+    from scipy.optimize import minimize
+
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    if source.ndim != 2 or target.ndim != 2 or source.shape[1] != target.shape[1]:
+        raise ValueError(f"features must be (samples, channels) with the same channels, got {source.shape} and {target.shape}.")
+    if min(len(source), len(target)) < folds:
+        raise ValueError(f"need at least {folds} samples per domain, got {len(source)} and {len(target)}.")
+    rng = np.random.default_rng(seed)
+    source_fold, target_fold = rng.permutation(len(source)) % folds, rng.permutation(len(target)) % folds
+    probability = np.empty(len(source))
+    for k in range(folds):
+        x = np.concatenate([source[source_fold != k], target[target_fold != k]])
+        y = np.concatenate([np.zeros((source_fold != k).sum()), np.ones((target_fold != k).sum())])
+        mean, std = x.mean(0), x.std(0) + 1e-8
+        design = np.c_[(x - mean) / std, np.ones(len(x))]
+
+        def loss(w: np.ndarray, design: np.ndarray = design, y: np.ndarray = y) -> tuple[float, np.ndarray]:
+            z = design @ w
+            penalty = np.r_[w[:-1], 0.0]  # the intercept is not penalised
+            value = np.sum(np.logaddexp(0, z) - y * z) + 0.5 * l2 * penalty @ penalty
+            return float(value), design.T @ (1 / (1 + np.exp(-z)) - y) + l2 * penalty
+
+        w = minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B").x
+        held = np.c_[(source[source_fold == k] - mean) / std, np.ones((source_fold == k).sum())]
+        probability[source_fold == k] = 1 / (1 + np.exp(-(held @ w)))
+    return probability
+
+
 def iwcv_risk(source_losses: np.ndarray, weights: np.ndarray) -> float:
     """IWCV (Sugiyama et al. 2007): the mean importance-weighted source-validation loss; *lower* is better."""
     return float(np.mean(np.asarray(weights, np.float64) * np.asarray(source_losses, np.float64)))
@@ -144,6 +177,26 @@ def dev_risk(source_losses: np.ndarray, weights: np.ndarray) -> float:
     var = w.var(ddof=1) if len(w) > 1 else 0.0
     eta = -np.cov(weighted, w, ddof=1)[0, 1] / var if var > 0 else 0.0
     return float(weighted.mean() + eta * w.mean() - eta)
+
+
+@torch.no_grad()
+def tile_features_and_losses(
+    network: nn.Module, tiles: np.ndarray, labels: np.ndarray | None = None, device: torch.device | str = "cpu", batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per tile, the bottleneck features of ``network.encode`` (a U-Net of ``custom.networks``) averaged
+    over space, and given ``labels`` the mean pixel cross-entropy of its logits: DEV's per-sample
+    features and losses. ``tiles`` (N, 1, Y, X) for a 2D network or (N, 1, Z, Y, X) for 3D, normalised
+    as at inference; the network runs as it is (eval mode for a deployed model)."""
+    features, losses = [], []
+    for start in range(0, len(tiles), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size], dtype=np.float32)).to(device)
+        encoded = network.encode(x)
+        features.append(encoded[-1].flatten(2).mean(2).cpu())
+        if labels is not None:
+            y = torch.from_numpy(np.ascontiguousarray(labels[start : start + batch_size][:, 0], dtype=np.int64)).to(device)
+            loss = nn.functional.cross_entropy(network.decode(encoded), y, reduction="none")
+            losses.append(loss.flatten(1).mean(1).cpu())
+    return torch.cat(features).double().numpy(), torch.cat(losses).double().numpy() if labels is not None else None
 
 
 def dice_agreement(a: np.ndarray, b: np.ndarray) -> float:
