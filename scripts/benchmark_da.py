@@ -868,7 +868,9 @@ def _three_d_markdown(table: dict, table_3d: dict) -> str:
         f"Budget `{THREE_D_BUDGET}`: {b['max_epochs']} × {b['iterations_per_epoch']} iterations of {b['batch_size']} × {b['patch_z']} × {b['patch']}² at "
         f"{b['pixel_size_nm']:g} nm in-plane, as many training voxels as the 2D rows; kernels and strides follow the training voxel size "
         "(VNC 50 nm and FAFB 40 nm sections at 10 nm pixels: two in-plane-only levels, then isotropic). FAFB has 8 sections: every 3D "
-        "patch and window spans all of them (the splits are along x, so each region keeps all 8), VNC's 20 sections give 13 z positions.",
+        "patch and window spans all of them (the splits are along x, so each region keeps all 8), VNC's 20 sections give 13 z positions. "
+        f"Equal voxels is not equal optimiser steps: {b['max_epochs'] * b['iterations_per_epoch']} here, "
+        f"{BUDGETS['cpu']['max_epochs'] * BUDGETS['cpu']['iterations_per_epoch']} for the 2D rows, so a 3D deficit may be one of budget.",
         "",
         "| row | direction | 2D IoU | 3D IoU | paired Δ 3D − 2D (seeds) |",
         "|---|---|---|---|---|",
