@@ -52,7 +52,8 @@ SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
-DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks, kept in its folder
+DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
+DEV_SCORES = ("dev_risk", "iwcv_risk", "source_validation_loss")  # what ``dev_scores`` returns
 OUTPUT_SCORES = (  # what ``output_scores`` returns
     "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
 )  # fmt: skip
@@ -219,10 +220,10 @@ def dev_scores(deployed: dict, folder: Path, target_region: str, source_validati
     ratio p_target / p_source of a domain classifier on the candidate's bottleneck features
     (``DEV_TILES`` windows per domain, the target's from its unlabelled training region; the
     inference window, shrunk where a region is narrower). The network runs without test-time
-    augmentation; the result is kept in ``folder`` (``DEV_RECORD``)."""
+    augmentation; the result, with the window used, is kept in ``folder`` (``DEV_RECORD``)."""
     record = folder / DEV_RECORD
     if record.exists():
-        return json.loads(record.read_text())
+        return {k: v for k, v in json.loads(record.read_text()).items() if k in DEV_SCORES}
     network, parser = load_bundle_network(bundle, deployed["checkpoint"], device=device)
     pixel_size_nm, roi = float(parser.get_parsed_content("pixel_size_nm")), list(parser.get_parsed_content("roi_size"))
     source, truth = region_at(source_validation["image"], pixel_size_nm, source_validation["label"])
@@ -235,7 +236,7 @@ def dev_scores(deployed: dict, folder: Path, target_region: str, source_validati
     weights = importance_weights(domain_probability(source_features, target_features), len(source_features), len(target_features))
     result = {"dev_risk": dev_risk(losses, weights), "iwcv_risk": iwcv_risk(losses, weights), "source_validation_loss": float(losses.mean()), "window": list(window)}
     write_result(record, result)
-    return result
+    return {k: result[k] for k in DEV_SCORES}
 
 
 def consensus(folders: dict[str, Path]) -> dict[str, float]:
