@@ -50,7 +50,7 @@ SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which
 SYNTHETIC_BUDGETS = ("synthetic", "development")  # budgets run on the synthetic pair, not on real data
 DEVELOPMENT_SHIFT = 0.75  # the development pair's target microscope (shifted_target), fixed by the calibration of 28f3b72
 CHOICE = "da_synthetic_choice.json"
-ERRORS = "da_errors_{direction}.json"  # where the overlay's models err (written by ``overlay``)
+ERRORS = "da_errors_{direction}"  # where the overlay's models err (written by ``overlay``; + budget_stem, .json)
 ERROR_BOUNDARY_PX = 5  # label-grid pixels (20 nm FAFB, 23 nm VNC) that count as a mitochondrion's boundary
 ERROR_MISSED_COVERAGE = 0.2  # a true (predicted) object covered less than this is missed (false)
 
@@ -935,7 +935,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
-    errors = [e for e in (_read_beside_runs(runs_dir, ERRORS.format(direction=d)) for d in table) if e]
+    errors = [e for e in (_read_beside_runs(runs_dir, f"{budget_stem(ERRORS.format(direction=d), budget)}.json") for d in table) if e]
     text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
     summary = {"budget": {"name": budget, **BUDGETS[budget]}, "declared_uda": BEST_UDA, "exploratory_rows": [r.name for r in ROWS if r.exploratory], "table": table}
     three_d = _load(Path(runs_dir) / THREE_D_BUDGET) if budget == "cpu" and (Path(runs_dir) / THREE_D_BUDGET).is_dir() else []
@@ -947,7 +947,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if picks:
         summary["label_free_pick"] = picks
         text += "\n" + "\n".join(_label_free_pick_lines(table, picks)) + "\n"
-    stem = "da_benchmark" if budget == "cpu" else f"da_benchmark_{budget}"
+    stem = budget_stem("da_benchmark", budget)
     for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
         with atomic_path(out_dir / f"{stem}.{suffix}") as tmp:
             tmp.write_text(content)
@@ -966,8 +966,9 @@ def overlay(
     runs_dir: str = str(RESULTS / "runs"),
     out: str = str(RESULTS),
 ) -> str:
-    """PNG of target-test sections: each row's last-checkpoint mask (seed ``seed``) and the ground truth,
-    and ``da_errors_<direction>.json``: where each drawn model's errors lie (``error_breakdown``).
+    """PNG of target-test sections, ``da_overlay_<direction>.png``: each row's last-checkpoint mask (seed ``seed``) and
+    the ground truth, and ``da_errors_<direction>.json``: where each drawn model's errors lie (``error_breakdown``);
+    under another budget than ``cpu`` both names end in ``_<budget>`` (``budget_stem``).
 
     Default rows: source-only, the trained (not exploratory) UDA row with the best mean target-test IoU (chosen on
     test labels, so the figure illustrates, it does not select) and the oracle. Models are drawn as
@@ -992,7 +993,7 @@ def overlay(
             f"overlay draws models as trained, but {', '.join(adapted)} adapt at test time "
             f"({', '.join(ROW_BY_NAME[adapted[0]].eval_configs)}): the drawing would not show the evaluated model."
         )
-    path = Path(out) / f"da_overlay_{direction}.png"
+    path = Path(out) / f"{budget_stem(f'da_overlay_{direction}', budget)}.png"
     check_model_dir(Path(work_dir) / budget, mito_pair_spacing_nm())
     checkpoints = {name: last_model(Path(work_dir) / budget, direction, name, seed) for name in rows}
     missing = [name for name, checkpoint in checkpoints.items() if not checkpoint.is_file()]
@@ -1019,10 +1020,17 @@ def overlay(
         errors[name] = {"iou": iou, **error_breakdown(mask, label > 0, ERROR_BOUNDARY_PX, ERROR_MISSED_COVERAGE)}
     save_overlay_png(path, image, masks, label > 0, pick_sections(image.shape[0], 2), f"{direction.replace('_to_', ' → ')}: target test region, seed {seed}")
     error_file = {"direction": direction, "seed": seed, "boundary_px": ERROR_BOUNDARY_PX, "missed_coverage": ERROR_MISSED_COVERAGE, "models": errors}
-    write_result(Path(out) / ERRORS.format(direction=direction), error_file)
-    print(f"wrote {path} and {ERRORS.format(direction=direction)}")
+    errors_path = Path(out) / f"{budget_stem(ERRORS.format(direction=direction), budget)}.json"
+    write_result(errors_path, error_file)
+    print(f"wrote {path} and {errors_path.name}")
     print("\n".join(_error_lines(error_file)))
     return str(path)
+
+
+def budget_stem(stem: str, budget: str) -> str:
+    """A result file's name (without suffix) for ``budget``: the main report's (``cpu``) as is, other budgets' suffixed,
+    so a run under another budget never replaces the main report's files."""
+    return stem if budget == "cpu" else f"{stem}_{budget}"
 
 
 def _error_lines(error_file: dict) -> list[str]:

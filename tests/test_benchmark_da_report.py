@@ -105,6 +105,13 @@ def test_overlay_without_its_models_leaves_the_existing_figure(tmp_path):
     assert figure.read_bytes() == b"committed figure"
 
 
+def test_overlay_of_another_budget_names_its_own_figure(tmp_path):
+    """A run under cpu_fair or cpu_long draws its own overlay; the main (cpu) report's figure is not its to replace."""
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "overlay", "--direction=vnc_to_fafb", "--budget=cpu_long"]
+    result = subprocess.run([*cmd, f"--work_dir={tmp_path / 'no_models'}", f"--out={tmp_path}"], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert f"{tmp_path / 'da_overlay_vnc_to_fafb_cpu_long.png'} left as it is" in result.stdout
+
+
 def test_run_refuses_models_trained_at_other_pixel_sizes_before_preparing_anything(tmp_path):
     models = tmp_path / "work" / "cpu"
     models.mkdir(parents=True)
