@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +50,7 @@ DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
+ROTATED_INPUT = "target_region_rotated.tif"  # its input: one path, so a killed segmentation of it resumes
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
 DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
 DEV_SCORES = ("dev_risk", "iwcv_risk", "source_validation_loss")  # what ``dev_scores`` returns
@@ -166,13 +166,15 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
 def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> float:
     """Dice between the candidate's target-region mask (``scores`` made it) and its mask of the region
     rotated by 180° in-plane, rotated back: agreement under a test-time augmentation that should not
-    change the answer. The rotated segmentation is kept in ``folder`` (resumable)."""
-    rotated = folder / ROTATED_REGION
+    change the answer. The rotated segmentation is kept in ``folder``; its input (the rotated region)
+    stays at one path until that segmentation is complete, so a killed run resumes it."""
+    rotated, turned = folder / ROTATED_REGION, folder / ROTATED_INPUT
     if not segmentation_complete(rotated):
-        image, spacing = read_volume(target_region)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            turned = write_volume(Path(tmp) / "rotated.tif", np.ascontiguousarray(image[:, ::-1, ::-1]), spacing)
-            segment(deployed, str(turned), rotated, bundle, device)
+        if not turned.exists():  # written atomically: present means complete
+            image, spacing = read_volume(target_region)
+            write_volume(turned, np.ascontiguousarray(image[:, ::-1, ::-1]), spacing)
+        segment(deployed, str(turned), rotated, bundle, device)
+    turned.unlink(missing_ok=True)
     mask = read_zarr(folder / TARGET_REGION, "labels/mask/0") > 0
     return augmentation_agreement(mask, [read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0])
 

@@ -14,7 +14,7 @@ from custom.data import load_datalist
 from custom.engines import NetworkRecord
 from custom.networks import UNet
 
-from .conftest import REPO_ROOT
+from .conftest import BUNDLE, REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import development_pairs  # noqa: E402
@@ -102,3 +102,26 @@ def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):
     _cell(runs, "mmd", "uda")
     with pytest.raises(SystemExit, match="mmd.*not under"):
         development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs))
+
+
+def test_rotation_agreement_resumes_a_killed_rotated_segmentation(synthetic_dir, checkpoint, tmp_path, monkeypatch):
+    """A run killed while it segments the rotated target region is resumed by the next one (it was
+    refused as another run's output when the rotated input lay in a fresh temporary folder each time)."""
+    from custom.inference.zarr_output import ZarrSegmentation
+
+    deployed, folder = {"checkpoint": checkpoint, "tta": False}, tmp_path / "label_free"
+    target_region = load_datalist(synthetic_dir, "target_training", required=True)[0]["image"]
+    label_free.segment(deployed, target_region, folder / label_free.TARGET_REGION, BUNDLE, "cpu")
+
+    def killed(self):
+        raise KeyboardInterrupt("killed after the last block, before the output was marked complete")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ZarrSegmentation, "mark_complete", killed)
+        with pytest.raises(KeyboardInterrupt):
+            label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+    assert not label_free.segmentation_complete(folder / label_free.ROTATED_REGION)
+    resumed = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+    assert label_free.segmentation_complete(folder / label_free.ROTATED_REGION) and not (folder / label_free.ROTATED_INPUT).exists()
+    shutil.rmtree(folder / label_free.ROTATED_REGION)
+    assert label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu") == pytest.approx(resumed)  # as uninterrupted
