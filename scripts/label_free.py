@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from benchmark_common import write_result
 from recipes import OVERLAYS, Recipe, RecipeRun
 
 from custom.data import load_datalist, read_label, read_volume, write_volume
+from custom.inference import resample_in_plane
 from custom.inference.from_bundle import load_bundle_network
 from custom.inference.zarr_output import ZarrSegmentation
 from custom.networks import network_downsampling
@@ -187,10 +187,9 @@ def region_at(image: str, pixel_size_nm: float, label: str | None = None) -> tup
     volume = (volume - volume.mean()) / max(float(volume.std()), 1e-8)
     truth = None if label is None else (read_label(label)[0] > 0).astype(np.uint8)
     if spacing is not None:
-        size = [max(1, round(n * s / pixel_size_nm)) for n, s in zip(volume.shape[1:], spacing[1:])]
-        volume = torch.nn.functional.interpolate(torch.from_numpy(volume)[:, None], size=size, mode="bilinear", antialias=True)[:, 0].numpy()
-        if truth is not None:
-            truth = torch.nn.functional.interpolate(torch.from_numpy(truth)[:, None], size=size, mode="nearest")[:, 0].numpy()
+        zoom = [s / pixel_size_nm for s in spacing[1:]]
+        volume = resample_in_plane(volume, zoom)
+        truth = None if truth is None else resample_in_plane(truth, zoom, nearest=True)
     return volume, truth
 
 

@@ -160,6 +160,16 @@ class VolumePredictor:
         return (prob if self.spatial_dims == 2 else prob[0]).cpu().numpy()
 
 
+def resample_in_plane(sections: np.ndarray, zoom: Sequence[float], nearest: bool = False) -> np.ndarray:
+    """(Z, Y, X) sections resampled in-plane by ``zoom`` (output pixels per input pixel, (Y, X)) the way
+    the network sees an image at its pixel size: bilinear with antialiasing (float32); ``nearest`` for labels."""
+    size = tuple(max(1, round(n * z)) for n, z in zip(sections.shape[-2:], zoom))
+    x = torch.from_numpy(np.ascontiguousarray(sections))[:, None]
+    if nearest:
+        return torch.nn.functional.interpolate(x, size=size, mode="nearest")[:, 0].numpy()
+    return torch.nn.functional.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+
+
 class ResampledPredictor:
     """A ``VolumePredictor`` run at the model's pixel size on a region of another pixel size.
 
@@ -184,8 +194,5 @@ class ResampledPredictor:
     def __call__(self, region: np.ndarray) -> np.ndarray:
         """Foreground probability (float32, the region's (Z, Y, X) shape) predicted at the model's pixel size."""
         shape = region.shape[-2:]
-        size = tuple(max(1, round(n * z)) for n, z in zip(shape, self.zoom))
-        x = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))[:, None]
-        zoomed = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0]
-        prob = torch.from_numpy(self.predictor(zoomed.numpy()))[:, None]
+        prob = torch.from_numpy(self.predictor(resample_in_plane(np.asarray(region, dtype=np.float32), self.zoom)))[:, None]
         return torch.nn.functional.interpolate(prob, size=shape, mode="bilinear", align_corners=False)[:, 0].numpy()
