@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import fire
@@ -480,7 +481,7 @@ def summarise(results: list[dict], key: str = "metrics_last") -> dict:
     return table
 
 
-def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors: list[dict] = (), scale_lines: list[str] = ()) -> str:
+def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors: list[dict] = (), scale_lines: list[str] = (), grid: Sequence[str] = ()) -> str:
     lines = [
         "# Domain-adaptation benchmark: EM mitochondria, Drosophila VNC ↔ FAFB",
         "",
@@ -506,7 +507,7 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"))]
         lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in main if n not in shown]
         lines.append("")
-    lines += ["## Status", ""] + _status(table) + _choice_line(choice) + [""]
+    lines += ["## Status", ""] + _status(table, grid) + _choice_line(choice) + [""]
     disagreement = _disagreement_lines(table, choice, label_stats)
     if disagreement:
         lines += ["## Why the label-free choice and the test labels disagree", ""] + disagreement + [""]
@@ -697,10 +698,11 @@ def _per_seed(cell: dict) -> str:
     return f" (per seed, against that seed's own bounds: {' / '.join(f'{round(100 * g)}' for g in gaps)} %, mean {round(100 * np.mean(gaps))} %)"
 
 
-def _status(table: dict) -> list[str]:
-    """Seeds done and the ≥ 50 % gap goal per direction, computed from the table (never typed in)."""
+def _status(table: dict, grid: Sequence[str] = ()) -> list[str]:
+    """Seeds done (of the budget's ``grid``, by default the main rows) and the ≥ 50 % gap goal per
+    direction, computed from the table (never typed in)."""
     lines = []
-    main = [r.name for r in MAIN_ROWS]
+    main = list(grid) or [r.name for r in MAIN_ROWS]
     for direction, cells in table.items():
         name = _direction_title(direction)
         missing = [n for n in main if cells.get(n, {}).get("n_seeds", 0) < SEEDS_REQUIRED]
@@ -936,7 +938,8 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     label_stats, choice = (_read_beside_runs(runs_dir, name) for name in (LABEL_STATS, CHOICE))
     errors = [e for e in (_read_beside_runs(runs_dir, f"{budget_stem(ERRORS.format(direction=d), budget)}.json") for d in table) if e]
-    text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]))
+    grid = DEFAULT_ROWS.get(budget, ())
+    text = _markdown(table, BUDGETS[budget], label_stats, choice, errors, _scale_match_lines(results, BUDGETS[budget]["pixel_size_nm"]), grid)
     summary = {"budget": {"name": budget, **BUDGETS[budget]}, "declared_uda": BEST_UDA, "exploratory_rows": [r.name for r in ROWS if r.exploratory], "table": table}
     three_d = _load(Path(runs_dir) / THREE_D_BUDGET) if budget == "cpu" and (Path(runs_dir) / THREE_D_BUDGET).is_dir() else []
     if three_d:

@@ -15,9 +15,9 @@ SPACING = mito_pair_spacing_nm()  # cells made at other domain pixel sizes are l
 BEST = "tent_balanced_consistency"  # scripts/benchmark_da.py BEST_UDA: the row declared best without target labels
 
 
-def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None, spacing=SPACING, budget=None):
+def _write_run(runs_dir, row, seed, iou, precision, recall, start_iou=None, scale_match=None, spacing=SPACING, budget=None, budget_name="cpu"):
     metrics = {"iou": iou, "dice": 2 * iou / (1 + iou), "precision": precision, "recall": recall}
-    path = runs_dir / "cpu" / "vnc_to_fafb" / row / f"seed{seed}.json"
+    path = runs_dir / budget_name / "vnc_to_fafb" / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     start = {**metrics, "iou": start_iou} if start_iou is not None else None
     run = {"direction": "vnc_to_fafb", "row": row, "seed": seed, "metrics_last": metrics, "metrics_source_val_selected": metrics, "metrics_start": start, "spacing_nm": spacing}
@@ -94,6 +94,16 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert "Source-only under-segments the synthetic target (0.40); VNC → FAFB it over-segments (1.20)." in text
     assert "rows that add the foreground source-only misses, where this target needs rows that remove its false foreground" in text
     assert (out / "da_benchmark.png").stat().st_size > 0
+
+
+def test_report_of_the_long_budget_counts_its_own_grid_and_keeps_the_main_report(tmp_path):
+    runs_dir = tmp_path / "runs"
+    _write_run(runs_dir, "source_only", 0, 0.60, 0.70, 0.80, budget_name="cpu_long")
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", "--budget=cpu_long", f"--runs_dir={runs_dir}", f"--out={tmp_path}", "--docs=False"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    text = (tmp_path / "da_benchmark_cpu_long.md").read_text()
+    assert "- VNC → FAFB: 14 of 14 rows have fewer than 3 seeds" in text  # the long grid (LONG_ROWS), not the main one
+    assert "100 epochs × 20 iterations" in text and not (tmp_path / "da_benchmark.md").exists()
 
 
 def test_overlay_without_its_models_leaves_the_existing_figure(tmp_path):
