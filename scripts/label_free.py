@@ -50,7 +50,8 @@ DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
-ROTATED_INPUT = "target_region_rotated.tif"  # its input: one path, so a killed segmentation of it resumes
+# a TTA candidate's network without its TTA, on the target region and rotated, for ``rotation_agreement(network=True)``
+PLAIN_TARGET_REGION, PLAIN_ROTATED_REGION = "target_region_plain.zarr", "target_region_rotated_plain.zarr"
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
 DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
 DEV_SCORES = ("dev_risk", "iwcv_risk", "source_validation_loss")  # what ``dev_scores`` returns
@@ -158,25 +159,47 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
         confusion, source_fraction = confusion_rates(read_zarr(on_source, "labels/mask/0") > 0, truth), float(truth.mean())
     result = output_scores(on_target, source_fraction)
     bbse = None if confusion is None else _bbse(confusion, result["predicted_foreground_fraction"])
-    rotation = rotation_agreement(deployed, folder, target_region, bundle, device)
+    rotation = rotation_scores(deployed, folder, target_region, bundle, device)
     dev = {} if source_validation is None else dev_scores(deployed, folder, target_region, source_validation, bundle, device)
-    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, "rotation_agreement": rotation, **dev}
+    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, **rotation, **dev}
 
 
-def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> float:
+def rotation_scores(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> dict:
+    """``rotation_agreement`` of the deployed candidate and of its network (``network=True``; the same
+    value unless the candidate is deployed with TTA)."""
+    deployed_agreement = rotation_agreement(deployed, folder, target_region, bundle, device)
+    network = rotation_agreement(deployed, folder, target_region, bundle, device, network=True) if deployed["tta"] else deployed_agreement
+    return {"rotation_agreement": deployed_agreement, "network_rotation_agreement": network}
+
+
+def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> float:
     """Dice between the candidate's target-region mask (``scores`` made it) and its mask of the region
     rotated by 180° in-plane, rotated back: agreement under a test-time augmentation that should not
-    change the answer. The rotated segmentation is kept in ``folder``; its input (the rotated region)
-    stays at one path until that segmentation is complete, so a killed run resumes it."""
-    rotated, turned = folder / ROTATED_REGION, folder / ROTATED_INPUT
+    change the answer. ``network``: of the candidate's network without its test-time augmentation
+    (a TTA prediction, averaged over flips and 90° rotations, agrees with its rotated self by
+    construction; without TTA it is the deployed one's). The segmentations are kept in ``folder``;
+    the rotated input stays at one path until its segmentation is complete, so a killed run resumes it."""
+    on_target, rotated = folder / TARGET_REGION, folder / ROTATED_REGION
+    if network and deployed["tta"]:
+        deployed, on_target, rotated = {**deployed, "tta": False}, folder / PLAIN_TARGET_REGION, folder / PLAIN_ROTATED_REGION
+        segment(deployed, target_region, on_target, bundle, device)
+    turned = rotated.with_suffix(".tif")
     if not segmentation_complete(rotated):
         if not turned.exists():  # written atomically: present means complete
             image, spacing = read_volume(target_region)
             write_volume(turned, np.ascontiguousarray(image[:, ::-1, ::-1]), spacing)
         segment(deployed, str(turned), rotated, bundle, device)
     turned.unlink(missing_ok=True)
-    mask = read_zarr(folder / TARGET_REGION, "labels/mask/0") > 0
+    mask = read_zarr(on_target, "labels/mask/0") > 0
     return augmentation_agreement(mask, [read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0])
+
+
+def kept_scores(deployed: dict, folder: Path) -> tuple[str, ...]:
+    """Which of the scores ``model_selection.validate`` can compute (its ``COMPUTABLE``) ``folder`` keeps
+    the results of: served from there without running the model again."""
+    rotated = [folder / ROTATED_REGION] + ([folder / PLAIN_ROTATED_REGION, folder / PLAIN_TARGET_REGION] if deployed["tta"] else [])
+    kept = ("rotation_agreement",) if all(segmentation_complete(p) for p in rotated) else ()
+    return kept + (("dev",) if (folder / DEV_RECORD).exists() else ())
 
 
 def region_at(image: str, pixel_size_nm: float, label: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -47,7 +47,14 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     "dev": lambda s: None if s.get("dev_risk") is None else -s["dev_risk"],
     "iwcv": lambda s: None if s.get("iwcv_risk") is None else -s["iwcv_risk"],
     "source_risk": lambda s: None if s.get("source_validation_loss") is None else -s["source_validation_loss"],
+    # added after rotation_agreement picked the only TTA candidate (consistency_tta) on all six cpu_fair seed-0 pairs,
+    # before any of its results: the agreement of each candidate's network without its TTA (a TTA candidate
+    # and its plain twin share it; ties go to the first candidate in name order, as for every rule)
+    "network_rotation_agreement": lambda s: s.get("network_rotation_agreement"),
 }
+# Rules left out of the held-out step: rotation_agreement ranks a TTA candidate, whose averaged prediction agrees
+# with its rotated self by construction, against plain ones, so it measures the augmentation, not the model
+NOT_HELD_OUT = ("rotation_agreement",)
 # The stored score each rule reads: a pair where a candidate has not recorded it (a score added after
 # the cell was computed) cannot be ranked by that rule; a recorded None (no BBSE estimate) leaves out
 # that candidate only
@@ -55,10 +62,12 @@ RULE_SCORES = {
     "consensus_agreement": "consensus_agreement", "information_maximization": "information_maximization", "negative_entropy": "prediction_entropy",
     "bbse_agreement": "bbse_foreground_fraction", "batch_nuclear_norm": "batch_nuclear_norm", "soft_neighborhood_density": "soft_neighborhood_density",
     "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement", "dev": "dev_risk", "iwcv": "iwcv_risk",
-    "source_risk": "source_validation_loss",
+    "source_risk": "source_validation_loss", "network_rotation_agreement": "network_rotation_agreement",
 }  # fmt: skip
-# Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``)
-COMPUTABLE = ("rotation_agreement", "dev")
+# Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``), and the
+# stored scores each one gives
+COMPUTED = {"rotation_agreement": ("rotation_agreement", "network_rotation_agreement"), "dev": label_free.DEV_SCORES}
+COMPUTABLE = tuple(COMPUTED)
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
 
@@ -174,8 +183,9 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     """Candidates per (budget, direction, seed) pair from the cached cells: the cells' label-free scores,
     consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has
     them, and scores added since a cell was computed filled in from them. ``compute`` (``COMPUTABLE``)
-    also fills in scores that need the model again: the rotation agreement (segments the rotated
-    target region: about a minute per candidate on a CPU) and DEV / IWCV (kept in the candidate's folder)."""
+    also fills in scores that need the model again: the rotation agreements (segment the rotated
+    target region: about a minute per candidate on a CPU) and DEV / IWCV; once computed they are kept
+    in the candidate's folder and served from there without ``compute``."""
     pairs: dict[str, dict[str, dict]] = {}
     for budget in budgets:
         for path in sorted((runs_dir / budget).glob("*/*/seed*.json")):
@@ -194,12 +204,14 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
                 if not set(label_free.OUTPUT_SCORES) <= set(stored):
                     fraction = stored.get("source_validation_foreground_fraction")
                     stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
-                wanted = [n for n in compute if RULE_SCORES.get(n, n) not in stored]
-                if wanted and (folder / "deploy.json").exists():
+                if not (folder / "deploy.json").exists():
+                    continue
+                deployed = json.loads((folder / "deploy.json").read_text())
+                wanted = [n for n in (*compute, *label_free.kept_scores(deployed, folder)) if not set(COMPUTED[n]) <= set(stored)]
+                if wanted:
                     target_region, source_validation = label_free.regions(_dataset_dir(work_dir, budget, direction))
-                    deployed = json.loads((folder / "deploy.json").read_text())
                     if "rotation_agreement" in wanted:
-                        stored["rotation_agreement"] = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+                        stored.update(label_free.rotation_scores(deployed, folder, target_region, BUNDLE, "cpu"))
                     if "dev" in wanted and source_validation is not None:
                         stored.update(label_free.dev_scores(deployed, folder, target_region, source_validation, BUNDLE, "cpu"))
             if len(folders) >= 3:
@@ -237,9 +249,11 @@ BATCH_NORM_REPORT = "batch_norm_modes"
 
 
 def overall_rule(pairs: dict[str, dict[str, dict]]) -> str | None:
-    """The rule with the lowest mean regret over all ``pairs`` (ties: ``RULES`` order)."""
+    """The rule with the lowest mean regret over all ``pairs`` (ties: ``RULES`` order; never one of ``NOT_HELD_OUT``)."""
     means = {}
     for rule, score in RULES.items():
+        if rule in NOT_HELD_OUT:
+            continue
         regrets = [pair_statistics(candidates, score, RULE_SCORES[rule])["regret"] for candidates in pairs.values()]
         if regrets and all(r is not None for r in regrets):
             means[rule] = float(np.mean(regrets))

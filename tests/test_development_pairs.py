@@ -69,7 +69,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
-        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "dev_risk", "iwcv_risk"}
+        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "network_rotation_agreement", "dev_risk", "iwcv_risk"}
     adabn = work.resolve() / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
     assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
     # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
@@ -80,7 +80,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     # a score added after a cell was computed is recomputed from the cell's kept segmentation
     path = runs / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0.json"
     cell = json.loads(path.read_text())
-    removed = ("batch_nuclear_norm", "rotation_agreement", "dev_risk", "iwcv_risk", "source_validation_loss")
+    removed = ("batch_nuclear_norm", "rotation_agreement", "network_rotation_agreement", "dev_risk", "iwcv_risk", "source_validation_loss")
     path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in removed}}))
     folder = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free"
     rotated = folder / "target_region_rotated.zarr"
@@ -93,6 +93,8 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     assert scores["batch_nuclear_norm"] == pytest.approx(cell["label_free"]["batch_nuclear_norm"])
     assert scores["rotation_agreement"] == pytest.approx(cell["label_free"]["rotation_agreement"]) and rotated.exists()
     assert scores["dev_risk"] == pytest.approx(cell["label_free"]["dev_risk"]) and scores["iwcv_risk"] == pytest.approx(cell["label_free"]["iwcv_risk"])
+    served = model_selection.collect_pairs(runs, work, ("synthetic_development",))[pair]["adabn"]["scores"]  # kept now: no compute needed
+    assert {k: served[k] for k in removed} == pytest.approx({k: scores[k] for k in removed})
     with pytest.raises(SystemExit, match="cannot compute.*rotation"):
         model_selection.validate(runs_dir=str(runs), work_dir=str(work), budgets="synthetic", compute="rotaton_agreement")
 
@@ -122,6 +124,11 @@ def test_rotation_agreement_resumes_a_killed_rotated_segmentation(synthetic_dir,
             label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
     assert not label_free.segmentation_complete(folder / label_free.ROTATED_REGION)
     resumed = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
-    assert label_free.segmentation_complete(folder / label_free.ROTATED_REGION) and not (folder / label_free.ROTATED_INPUT).exists()
+    assert label_free.segmentation_complete(folder / label_free.ROTATED_REGION) and not (folder / label_free.ROTATED_REGION).with_suffix(".tif").exists()
     shutil.rmtree(folder / label_free.ROTATED_REGION)
     assert label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu") == pytest.approx(resumed)  # as uninterrupted
+    # the same network deployed with TTA: its network's agreement is its plain twin's, in its own files
+    with_tta, twin = {**deployed, "tta": True}, tmp_path / "twin"
+    twin.mkdir()
+    assert label_free.rotation_agreement(with_tta, twin, target_region, BUNDLE, "cpu", network=True) == pytest.approx(resumed)
+    assert label_free.kept_scores(with_tta, twin) == ()  # the TTA prediction itself was not made: not a kept rotation score
