@@ -83,6 +83,9 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
     assert held["vnc_to_fafb"]["rule"] == "negative_entropy" and held["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc"]
     assert held["vnc_to_fafb"]["regret"] == pytest.approx(0.1) and set(held["vnc_to_fafb"]["regrets"]) == {"cpu/vnc_to_fafb/seed0", "cpu/vnc_to_fafb@coarse/seed0"}
     assert "misses the goal" in (tmp_path / "label_free_selection.md").read_text()
+    # the yardstick: row b is best on fafb_to_vnc, deployed everywhere it is best on vnc_to_fafb too
+    fixed = json.loads((tmp_path / "label_free_selection.json").read_text())["fixed_row_held_out"]
+    assert fixed["vnc_to_fafb"] == {"row": "b", "regret": 0.0} and "`b`, held-out regret +0.00" in (tmp_path / "label_free_selection.md").read_text()
 
 
 def test_a_rule_whose_score_a_candidate_never_recorded_does_not_rank_the_pair():
