@@ -359,6 +359,8 @@ def _markdown(result: dict) -> str:
         "Rotation agreement: Dice of the target-region mask with the mask of the region rotated by 180°, rotated back; as",
         "deployed (`rotation_agreement`) a TTA candidate's averaged prediction agrees with itself by construction, so that",
         "rule is never chosen in the held-out step; `network_rotation_agreement` is each candidate's network without TTA.",
+        "Both score a candidate that predicts no foreground 1.0 (two empty masks agree): no cpu_fair candidate did, but a",
+        "user's target can make one (`adapt.py` keeps its consensus rule for that reason).",
         "",
         "| pair | n | " + " | ".join(rules) + " |",
         "|---|---|" + "---|" * len(rules),
