@@ -25,12 +25,13 @@ from custom.inference.from_bundle import load_bundle_network
 from custom.inference.zarr_output import ZarrSegmentation
 from custom.networks import network_downsampling
 from custom.metrics.selection import (
-    augmentation_agreement,
+    balanced_agreement,
     batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
     consensus_agreement,
     dev_risk,
+    dice_agreement,
     domain_probability,
     importance_weights,
     information_maximization,
@@ -165,20 +166,30 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
 
 
 def rotation_scores(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> dict:
-    """``rotation_agreement`` of the deployed candidate and of its network (``network=True``; the same
-    value unless the candidate is deployed with TTA)."""
-    deployed_agreement = rotation_agreement(deployed, folder, target_region, bundle, device)
-    network = rotation_agreement(deployed, folder, target_region, bundle, device, network=True) if deployed["tta"] else deployed_agreement
-    return {"rotation_agreement": deployed_agreement, "network_rotation_agreement": network}
+    """Agreement under a 180° rotation (``rotation_masks``): Dice of the deployed candidate's masks,
+    Dice of its network's (the same unless the candidate is deployed with TTA) and the network's
+    ``balanced_agreement`` (an empty or full mask scores at most 0.5, not 1)."""
+    deployed_masks = rotation_masks(deployed, folder, target_region, bundle, device)
+    network_masks = rotation_masks(deployed, folder, target_region, bundle, device, network=True) if deployed["tta"] else deployed_masks
+    return {
+        "rotation_agreement": dice_agreement(*deployed_masks),
+        "network_rotation_agreement": dice_agreement(*network_masks),
+        "balanced_rotation_agreement": balanced_agreement(*network_masks),
+    }
 
 
 def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> float:
-    """Dice between the candidate's target-region mask (``scores`` made it) and its mask of the region
-    rotated by 180° in-plane, rotated back: agreement under a test-time augmentation that should not
-    change the answer. ``network``: of the candidate's network without its test-time augmentation
-    (a TTA prediction, averaged over flips and 90° rotations, agrees with its rotated self by
-    construction; without TTA it is the deployed one's). The segmentations are kept in ``folder``;
-    the rotated input stays at one path until its segmentation is complete, so a killed run resumes it."""
+    """Dice between the candidate's target-region mask and its mask of the region rotated by 180°
+    in-plane, rotated back (``rotation_masks``): agreement under a test-time augmentation that should not change the answer."""
+    return dice_agreement(*rotation_masks(deployed, folder, target_region, bundle, device, network))
+
+
+def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate's target-region mask (``scores`` made it) and its mask of the region rotated by
+    180° in-plane, rotated back. ``network``: of the candidate's network without its test-time
+    augmentation (a TTA prediction, averaged over flips and 90° rotations, agrees with its rotated
+    self by construction; without TTA it is the deployed one's). The segmentations are kept in
+    ``folder``; the rotated input stays at one path until its segmentation is complete, so a killed run resumes it."""
     on_target, rotated = folder / TARGET_REGION, folder / ROTATED_REGION
     if network and deployed["tta"]:
         deployed, on_target, rotated = {**deployed, "tta": False}, folder / PLAIN_TARGET_REGION, folder / PLAIN_ROTATED_REGION
@@ -190,8 +201,7 @@ def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle:
             write_volume(turned, np.ascontiguousarray(image[:, ::-1, ::-1]), spacing)
         segment(deployed, str(turned), rotated, bundle, device)
     turned.unlink(missing_ok=True)
-    mask = read_zarr(on_target, "labels/mask/0") > 0
-    return augmentation_agreement(mask, [read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0])
+    return read_zarr(on_target, "labels/mask/0") > 0, read_zarr(rotated, "labels/mask/0")[:, ::-1, ::-1] > 0
 
 
 def kept_scores(deployed: dict, folder: Path) -> tuple[str, ...]:

@@ -51,6 +51,10 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     # before any of its results: the agreement of each candidate's network without its TTA (a TTA candidate
     # and its plain twin share it; ties go to the first candidate in name order, as for every rule)
     "network_rotation_agreement": lambda s: s.get("network_rotation_agreement"),
+    # added after network_rotation_agreement's results, before any of its own: the network's mean foreground and
+    # background Dice under the rotation, a class absent from both masks counting 0, so that an empty or full
+    # mask (Dice 1.0 with itself, picked by adapt.py's membranes test) scores at most 0.5
+    "balanced_rotation_agreement": lambda s: s.get("balanced_rotation_agreement"),
 }
 # Rules left out of the held-out step: rotation_agreement ranks a TTA candidate, whose averaged prediction agrees
 # with its rotated self by construction, against plain ones, so it measures the augmentation, not the model
@@ -63,10 +67,11 @@ RULE_SCORES = {
     "bbse_agreement": "bbse_foreground_fraction", "batch_nuclear_norm": "batch_nuclear_norm", "soft_neighborhood_density": "soft_neighborhood_density",
     "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement", "dev": "dev_risk", "iwcv": "iwcv_risk",
     "source_risk": "source_validation_loss", "network_rotation_agreement": "network_rotation_agreement",
+    "balanced_rotation_agreement": "balanced_rotation_agreement",
 }  # fmt: skip
 # Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``), and the
 # stored scores each one gives
-COMPUTED = {"rotation_agreement": ("rotation_agreement", "network_rotation_agreement"), "dev": label_free.DEV_SCORES}
+COMPUTED = {"rotation_agreement": ("rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement"), "dev": label_free.DEV_SCORES}
 COMPUTABLE = tuple(COMPUTED)
 UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"

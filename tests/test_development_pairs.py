@@ -69,7 +69,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
-        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "network_rotation_agreement", "dev_risk", "iwcv_risk"}
+        assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement", "dev_risk", "iwcv_risk"}
     adabn = work.resolve() / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free" / "model.pt"
     assert adabn.exists()  # AdaBN re-adapted on the re-imaged target, not copied
     # cached: a second run serves the same cells; validate reads them beside the real ones as the direction's family
@@ -80,7 +80,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     # a score added after a cell was computed is recomputed from the cell's kept segmentation
     path = runs / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0.json"
     cell = json.loads(path.read_text())
-    removed = ("batch_nuclear_norm", "rotation_agreement", "network_rotation_agreement", "dev_risk", "iwcv_risk", "source_validation_loss")
+    removed = ("batch_nuclear_norm", "rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement", "dev_risk", "iwcv_risk", "source_validation_loss")
     path.write_text(json.dumps({**cell, "label_free": {k: v for k, v in cell["label_free"].items() if k not in removed}}))
     folder = work / "synthetic_development" / "vnc_to_fafb@fine_noisy" / "adabn" / "seed0" / "label_free"
     rotated = folder / "target_region_rotated.zarr"

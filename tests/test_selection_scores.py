@@ -8,6 +8,7 @@ import torch
 
 from custom.metrics.selection import (
     augmentation_agreement,
+    balanced_agreement,
     batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
@@ -113,6 +114,14 @@ def test_agreement_scores_single_out_the_outlier():
     assert augmentation_agreement(truth, [~truth]) == 0.0
     with pytest.raises(ValueError, match="at least two"):
         consensus_agreement({"a": near[0]})
+
+
+def test_balanced_agreement_does_not_reward_an_empty_or_full_mask():
+    truth = np.random.default_rng(4).random((20, 20)) > 0.7
+    empty, full = np.zeros_like(truth), np.ones_like(truth)
+    assert augmentation_agreement(empty, [empty]) == 1.0 and augmentation_agreement(full, [full]) == 1.0  # plain Dice rewards both
+    assert balanced_agreement(empty, empty) == 0.5 and balanced_agreement(full, full) == 0.5
+    assert balanced_agreement(truth, truth) == 1.0 and balanced_agreement(truth, ~truth) == 0.0
 
 
 def test_label_shift_estimates_recover_a_known_target_foreground_fraction():

@@ -7,6 +7,7 @@ from .segmentation import binary_metrics, confusion_counts, metrics_from_counts
 from .selection import (
     TargetEntropyHandler,
     augmentation_agreement,
+    balanced_agreement,
     batch_nuclear_norm,
     bbse_foreground_fraction,
     confusion_rates,
@@ -27,6 +28,7 @@ from .selection import (
 __all__ = [
     "InstanceMetrics",
     "augmentation_agreement",
+    "balanced_agreement",
     "batch_nuclear_norm",
     "bbse_foreground_fraction",
     "confusion_rates",

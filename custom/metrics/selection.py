@@ -204,6 +204,18 @@ def dice_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return binary_metrics(a, b)["dice"]
 
 
+def balanced_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean of the foreground and the background Dice of two binary masks, a class absent from both
+    counting 0: an empty or a full mask, which agrees with any transform of itself, scores at most 0.5."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+
+    def dice(x: np.ndarray, y: np.ndarray) -> float:
+        total = int(x.sum()) + int(y.sum())
+        return 2.0 * int((x & y).sum()) / total if total else 0.0
+
+    return (dice(a, b) + dice(~a, ~b)) / 2
+
+
 def augmentation_agreement(mask: np.ndarray, augmented_masks: Iterable[np.ndarray]) -> float:
     """Mean Dice between a model's mask and its masks of augmented inputs mapped back (flips, rot90,
     intensity perturbations; or another checkpoint of the same run): stability under changes that
