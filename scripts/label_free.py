@@ -51,7 +51,7 @@ DEPLOYABLE = BAKED_TEST_TIME | {TTA_CONFIG}
 SCORE_PIXELS = 2_000_000  # pixels of the scored region used by entropy and IM (evenly strided)
 TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr"
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
-# a TTA candidate's network without its TTA, on the target region and rotated, for ``rotation_agreement(network=True)``
+# a TTA candidate's network without its TTA, on the target region and rotated, for ``rotation_masks(network=True)``
 PLAIN_TARGET_REGION, PLAIN_ROTATED_REGION = "target_region_plain.zarr", "target_region_rotated_plain.zarr"
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
 DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
@@ -176,12 +176,6 @@ def rotation_scores(deployed: dict, folder: Path, target_region: str, bundle: Pa
         "network_rotation_agreement": dice_agreement(*network_masks),
         "balanced_rotation_agreement": balanced_agreement(*network_masks),
     }
-
-
-def rotation_agreement(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> float:
-    """Dice between the candidate's target-region mask and its mask of the region rotated by 180°
-    in-plane, rotated back (``rotation_masks``): agreement under a test-time augmentation that should not change the answer."""
-    return dice_agreement(*rotation_masks(deployed, folder, target_region, bundle, device, network))
 
 
 def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ import tifffile
 import torch
 from custom.data import load_datalist
 from custom.engines import NetworkRecord
+from custom.metrics import dice_agreement
 from custom.networks import UNet
 
 from .conftest import BUNDLE, REPO_ROOT
@@ -121,14 +122,14 @@ def test_rotation_agreement_resumes_a_killed_rotated_segmentation(synthetic_dir,
     with monkeypatch.context() as patch:
         patch.setattr(ZarrSegmentation, "mark_complete", killed)
         with pytest.raises(KeyboardInterrupt):
-            label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+            dice_agreement(*label_free.rotation_masks(deployed, folder, target_region, BUNDLE, "cpu"))
     assert not label_free.segmentation_complete(folder / label_free.ROTATED_REGION)
-    resumed = label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu")
+    resumed = dice_agreement(*label_free.rotation_masks(deployed, folder, target_region, BUNDLE, "cpu"))
     assert label_free.segmentation_complete(folder / label_free.ROTATED_REGION) and not (folder / label_free.ROTATED_REGION).with_suffix(".tif").exists()
     shutil.rmtree(folder / label_free.ROTATED_REGION)
-    assert label_free.rotation_agreement(deployed, folder, target_region, BUNDLE, "cpu") == pytest.approx(resumed)  # as uninterrupted
+    assert dice_agreement(*label_free.rotation_masks(deployed, folder, target_region, BUNDLE, "cpu")) == pytest.approx(resumed)  # as uninterrupted
     # the same network deployed with TTA: its network's agreement is its plain twin's, in its own files
     with_tta, twin = {**deployed, "tta": True}, tmp_path / "twin"
     twin.mkdir()
-    assert label_free.rotation_agreement(with_tta, twin, target_region, BUNDLE, "cpu", network=True) == pytest.approx(resumed)
+    assert dice_agreement(*label_free.rotation_masks(with_tta, twin, target_region, BUNDLE, "cpu", network=True)) == pytest.approx(resumed)
     assert label_free.kept_scores(with_tta, twin) == ()  # the TTA prediction itself was not made: not a kept rotation score
