@@ -25,6 +25,7 @@ from pathlib import Path
 import fire
 import label_free
 import numpy as np
+from adapt import PICK_RULE
 from benchmark_common import RESULTS, write_result
 from development_pairs import SUFFIX as DEVELOPMENT
 
@@ -77,13 +78,15 @@ UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the boun
 REPORT = "label_free_selection"
 
 
-def pick(*models: str, dataset_dir: str, out: str, rule: str = "consensus_agreement", bundle: str = str(BUNDLE), device: str = "cpu") -> dict:
-    """Score ``models`` (model files of this project's bundles, 3 or more) on ``dataset_dir``'s unlabelled
-    target training region and write the pick with every score to ``out/selection.{json,md}``."""
+def pick(*models: str, dataset_dir: str, out: str, rule: str = PICK_RULE, bundle: str = str(BUNDLE), device: str = "cpu") -> dict:
+    """Score ``models`` (model files of this project's bundles, 2 or more; 3 for the consensus) on
+    ``dataset_dir``'s unlabelled target training region and write the pick with every score to
+    ``out/selection.{json,md}``. ``rule``: by default the one ``adapt.py`` picks with."""
     if rule not in RULES:
         raise SystemExit(f"unknown rule {rule!r}; choose from {sorted(RULES)}.")
-    if len(models) < 3:
-        raise SystemExit(f"give at least 3 models (the consensus compares each with the others), got {len(models)}.")
+    least = 3 if rule == "consensus_agreement" else 2
+    if len(models) < least:
+        raise SystemExit(f"give at least {least} models for rule {rule} (it compares them), got {len(models)}.")
     names = [_model_name(Path(m), i) for i, m in enumerate(models)]
     target_region, _ = label_free.regions(Path(dataset_dir))
     deployed = {name: {"checkpoint": str(Path(model).resolve()), "tta": False} for name, model in zip(names, models)}
@@ -160,24 +163,47 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def _row_regrets(candidates: dict[str, dict]) -> dict[str, float]:
+    """Each scored candidate's regret on a pair: best target-test IoU minus its own."""
+    scored = {n: c["iou"] for n, c in candidates.items() if c["scores"]}
+    return {n: max(scored.values()) - iou for n, iou in scored.items()}
+
+
+def fixed_row(pairs: dict[str, dict[str, dict]]) -> str | None:
+    """The row present in every pair with the lowest mean regret over them (one row deployed everywhere)."""
+    regrets = [_row_regrets(c) for c in pairs.values()]
+    common = sorted(set.intersection(*(set(r) for r in regrets))) if regrets else []
+    return min(common, key=lambda n: np.mean([r[n] for r in regrets])) if common else None
+
+
 def fixed_row_held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """The yardstick a score must beat: one row deployed on every target. Leave one family out as in
-    ``held_out``: the row (present in every other pair) with the lowest mean regret over the other
-    families' pairs, and its mean regret over the held-out family's real pairs."""
-    regrets = {}
-    for pair, candidates in pairs.items():
-        scored = {n: c["iou"] for n, c in candidates.items() if c["scores"]}
-        regrets[pair] = {n: max(scored.values()) - iou for n, iou in scored.items()}
+    ``held_out``: the ``fixed_row`` of the other families' pairs, and its mean regret over the held-out
+    family's real pairs."""
     out = {}
     for held in sorted({family(p) for p in pairs}):
-        others = [regrets[p] for p in pairs if family(p) != held]
-        common = sorted(set.intersection(*(set(r) for r in others))) if others else []
-        if not common:
-            out[held] = {"row": None, "regret": None}
-            continue
-        row = min(common, key=lambda n: np.mean([r[n] for r in others]))
-        real = [regrets[p].get(row) for p in pairs if family(p) == held and "@" not in p]
-        out[held] = {"row": row, "regret": float(np.mean(real)) if real and None not in real else None}
+        row = fixed_row({p: c for p, c in pairs.items() if family(p) != held})
+        real = [_row_regrets(c).get(row) for p, c in pairs.items() if family(p) == held and "@" not in p]
+        out[held] = {"row": row, "regret": float(np.mean(real)) if row is not None and real and None not in real else None}
+    return out
+
+
+def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Rules fixed before the ``later`` pairs existed, applied to them: ``adapt.py``'s ``PICK_RULE``, the
+    rule with the lowest mean regret over all of ``pairs`` (``overall_rule``), the ``fixed_row`` of
+    ``pairs`` and source-only (no adaptation). Per later pair: each one's pick and regret."""
+    rules = {"adapt.py rule": PICK_RULE, "overall rule": overall_rule(pairs)}
+    row = fixed_row(pairs)
+    out = {}
+    for name, candidates in later.items():
+        regrets = _row_regrets(candidates)
+        entry = {"n": len(regrets), "best": min(regrets, key=regrets.get) if regrets else None}
+        for label, rule in rules.items():
+            stats = pair_statistics(candidates, RULES[rule], RULE_SCORES[rule]) if rule else {"pick": None, "regret": None}
+            entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"]}
+        for label, fixed in (("fixed row", row), ("no adaptation", "source_only")):
+            entry[label] = {"rule": None, "pick": fixed, "regret": regrets.get(fixed)}
+        out[name] = entry
     return out
 
 
@@ -246,20 +272,36 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     return pairs
 
 
+def _budget_tuple(budgets: str | tuple) -> tuple[str, ...]:
+    return tuple(b for b in ((budgets,) if isinstance(budgets, str) else budgets) if b)
+
+
 def validate(
-    runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budgets: str | tuple = ("cpu",), out: str = str(RESULTS), compute: str | tuple = ()
+    runs_dir: str = str(RESULTS / "runs"),
+    work_dir: str = "runs/benchmark_da",
+    budgets: str | tuple = ("cpu",),
+    out: str = str(RESULTS),
+    compute: str | tuple = (),
+    later_budgets: str | tuple = (),
 ) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
     they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``.
-    ``compute``: scores of ``COMPUTABLE`` (``rotation_agreement``, ``dev``) to compute for cells recorded without them (``collect_pairs``)."""
+    ``compute``: scores of ``COMPUTABLE`` (``rotation_agreement``, ``dev``) to compute for cells recorded without them (``collect_pairs``).
+    ``later_budgets``: budgets whose pairs were made after the rules were fixed; they choose nothing and
+    are reported apart (``prospective``)."""
     missing = _missing(compute)
-    budget_list = with_development((budgets,) if isinstance(budgets, str) else tuple(budgets), Path(runs_dir))
-    pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budget_list, missing)
-    pairs = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
+    budget_list = with_development(_budget_tuple(budgets), Path(runs_dir))
+    work = Path(work_dir) if Path(work_dir).is_dir() else None
+    pairs, later = (
+        {k: v for k, v in collect_pairs(Path(runs_dir), work, names, missing).items() if any(c["scores"] for c in v.values())}
+        for names in (budget_list, _budget_tuple(later_budgets))
+    )
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
     table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
     result = {"rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "held_out": held_out(pairs), "fixed_row_held_out": fixed_row_held_out(pairs)}
+    if later:
+        result["prospective"] = prospective(pairs, later)
     write_result(Path(out) / f"{REPORT}.json", result)
     with atomic_path(Path(out) / f"{REPORT}.md") as tmp:
         tmp.write_text(_markdown(result))
@@ -389,7 +431,27 @@ def _markdown(result: dict) -> str:
         lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
     lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _prospective_markdown(result.get("prospective", {}))) + "\n"
+
+
+def _prospective_markdown(later: dict[str, dict]) -> list[str]:
+    """The section on pairs made after the rules were fixed (``prospective``); none without such pairs."""
+    if not later:
+        return []
+    labels = ("adapt.py rule", "overall rule", "fixed row", "no adaptation")
+    lines = [
+        "", "## Prospective pairs", "",
+        "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`): they choose nothing.",
+        f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
+        "over all pairs above; `fixed row`: the row with the lowest mean regret over them, deployed unchanged; `no adaptation`:",
+        "source-only. Regret = best candidate's target-test IoU − the pick's.", "",
+        "| pair | candidates | best on the test labels | " + " | ".join(labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
+    ]  # fmt: skip
+    for pair, entry in later.items():
+        cells = [f"{e['pick'] or '–'} ({_fmt(e['regret'])})" + (f", `{e['rule']}`" if e["rule"] and label == "overall rule" else "") for label, e in ((k, entry[k]) for k in labels)]
+        lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _scatter(pairs: dict[str, dict[str, dict]], path: Path) -> None:

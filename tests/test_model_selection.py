@@ -49,8 +49,8 @@ def test_scoring_never_opens_a_target_label_and_pick_writes_every_score(syntheti
     assert "Label-free selection" in (tmp_path / "selection" / "selection.md").read_text()
 
 
-def _cell(runs, direction, row, kind, iou, **scores):
-    path = runs / "cpu" / direction / row / "seed0.json"
+def _cell(runs, direction, row, kind, iou, budget="cpu", **scores):
+    path = runs / budget / direction / row / "seed0.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"direction": direction, "row": row, "kind": kind, "seed": 0, "metrics_last": {"iou": iou}, "label_free": scores or None}))
 
@@ -86,6 +86,37 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
     # the yardstick: row b is best on fafb_to_vnc, deployed everywhere it is best on vnc_to_fafb too
     fixed = json.loads((tmp_path / "label_free_selection.json").read_text())["fixed_row_held_out"]
     assert fixed["vnc_to_fafb"] == {"row": "b", "regret": 0.0} and "`b`, held-out regret +0.00" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
+    """Pairs of ``later_budgets`` are judged by rules fixed on the other pairs, never used to fix them."""
+    runs = tmp_path / "runs"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):  # negative entropy picks the best, IM the worst; row b is best
+        for row, iou, im, entropy in (("source_only", 0.3, 0.5, 0.3), ("a", 0.5, 0.3, 0.2), ("b", 0.6, 0.1, 0.1)):
+            _cell(runs, direction, row, "uda", iou, information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=iou)
+    later = (("source_only", 0.4, 0.9, 0.1, 0.4), ("a", 0.7, 0.1, 0.3, 0.2), ("b", 0.5, 0.2, 0.2, 0.6))  # here IM, entropy disagree
+    for row, iou, im, entropy, balanced in later:
+        _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=balanced)
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long")
+    assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pair chooses nothing
+    entry = result["prospective"]["cpu_long/vnc_to_fafb/seed0"]
+    assert entry["n"] == 3 and entry["best"] == "a"
+    assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2)}
+    assert entry["overall rule"]["rule"] == "negative_entropy" and entry["overall rule"]["pick"] == "source_only"  # entropy 0.1 lowest
+    assert entry["overall rule"]["regret"] == pytest.approx(0.3)
+    assert entry["fixed row"] == {"rule": None, "pick": "b", "regret": pytest.approx(0.2)}
+    assert entry["no adaptation"]["regret"] == pytest.approx(0.3)
+    assert "## Prospective pairs" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_pick_defaults_to_the_rule_adapt_picks_with():
+    import inspect
+
+    assert inspect.signature(model_selection.pick).parameters["rule"].default == model_selection.PICK_RULE
+    with pytest.raises(SystemExit, match="at least 2 models"):
+        model_selection.pick("a.pt", dataset_dir="d", out="o")
+    with pytest.raises(SystemExit, match="at least 3 models"):
+        model_selection.pick("a.pt", "b.pt", dataset_dir="d", out="o", rule="consensus_agreement")
 
 
 def test_a_rule_whose_score_a_candidate_never_recorded_does_not_rank_the_pair():
