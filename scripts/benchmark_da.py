@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
 from model_selection import REPORT as SELECTION
+from model_selection import SEED_METHODS
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
 
 from custom.data.datasets import mito_pair_spacing_nm
@@ -85,14 +86,14 @@ THREE_D_BUDGET = "cpu_3d"
 # domain-specific batch norm and with separate forwards + AdaBN at test, the test-time baselines and the best-known
 # pipelines; every cell records its label-free scores
 FAIR_ROWS = (
-    "source_only", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream",
+    "source_only", "source_only_continued", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream",
     "mmd_joint", "coral_joint", "dann_joint", "ynet_joint", "consistency", "consistency_tta", "tent_balanced_consistency", "ft_10",
     "mmd_adabn", "coral_adabn", "dann_adabn", "ynet_adabn", "two_stream_adabn", "mmd_dsbn", "coral_dsbn", "dann_dsbn", "ynet_dsbn",
 )  # fmt: skip
 # The long grid (budget cpu_long): bounds, the seed methods (Y-Net also semi-supervised), fine-tuning,
 # and the candidates of the per-target label-free pick
 LONG_ROWS = (
-    "source_only", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream", "consistency", "tent_balanced_consistency",
+    "source_only", "source_only_continued", "oracle", "adabn", "tent", "mmd", "coral", "dann", "ynet", "two_stream", "consistency", "tent_balanced_consistency",
     "ynet_ft_10", "ft_10", "ft_100",
 )  # fmt: skip
 DEFAULT_ROWS = {THREE_D_BUDGET: THREE_D_ROWS, "cpu_fair": FAIR_ROWS, "cpu_long": LONG_ROWS}  # other budgets: the main grid
@@ -143,6 +144,10 @@ ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match th
 # The rows of the bundle README's short table: bounds, Roels et al.'s and Bermudez-Chacon et al.'s
 # methods, the test-time baselines, plain consistency with and without TTA, the declared label-free
 # row and fine-tuning; every row is in results/da_benchmark.md
+# The paired effects per budget (``budget_effects``): the room there is and the seed methods, on every budget run
+EFFECT_BUDGETS = ("cpu", "cpu_fair", "cpu_long", "gpu")
+CONTINUED = "source_only_continued"  # the equal-training control of rows that start from the source-only model
+EFFECT_ROWS = ("oracle", *SEED_METHODS)
 BRIEF_ROWS = ("source_only", "oracle", "mmd", "coral", "dann", "ynet", "two_stream", "adabn", "tent", "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100")
 
 
@@ -534,17 +539,99 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
     return "\n".join(lines)
 
 
+def paired_deltas(cell: dict, source_only: dict | None) -> np.ndarray:
+    """The row's target-test IoU minus source-only's, seed by seed, over the seeds both have."""
+    if not source_only or cell is source_only:
+        return np.array([])
+    low = source_only["iou_per_seed"]
+    return np.array([v - low[s] for s, v in cell["iou_per_seed"].items() if s in low])
+
+
 def _paired_effect(cell: dict, source_only: dict | None) -> str:
     """``+0.120 ± 0.030 (3/3)``: the IoU difference from source-only seed by seed (mean ± std over the
     seeds both have) and on how many of them the row beats source-only."""
-    if not source_only or cell is source_only:
-        return "–"
-    low = source_only["iou_per_seed"]
-    diffs = np.array([v - low[s] for s, v in cell["iou_per_seed"].items() if s in low])
+    diffs = paired_deltas(cell, source_only)
     if diffs.size == 0:
         return "–"
     std = f" ± {diffs.std(ddof=1):.3f}" if diffs.size > 1 else ""
     return f"{diffs.mean():+.3f}{std} ({int((diffs > 0).sum())}/{diffs.size})"
+
+
+def equal_training_baseline(budget: str) -> str:
+    """The row whose total training the seed methods' equals under ``budget``: source-only where they train
+    from scratch, the source-only model trained on as long as they adapt where they start from it."""
+    return CONTINUED if BUDGETS[budget].get("adapt_from") else "source_only"
+
+
+def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS) -> dict:
+    """Per budget with cached cells and per direction: each of ``EFFECT_ROWS``' paired IoU difference from
+    the budget's ``equal_training_baseline`` seed by seed (``paired_deltas``), or from source-only, flagged,
+    while that baseline has no cell."""
+    effects: dict = {}
+    for budget in (b for b in budgets if (runs_dir / b).is_dir()):
+        for direction, cells in summarise(_load(runs_dir / budget)).items():
+            baseline = equal_training_baseline(budget)
+            if baseline not in cells:
+                baseline = "source_only"
+            if baseline not in cells:
+                continue
+            rows = {n: paired_deltas(cells[n], cells[baseline]) for n in EFFECT_ROWS if n in cells}
+            effects.setdefault(budget, {})[direction] = {
+                "baseline": baseline,
+                "baseline_iou": cells[baseline]["iou"]["mean"],
+                "equal_training": baseline == equal_training_baseline(budget),
+                "rows": {n: [float(d) for d in deltas] for n, deltas in rows.items() if deltas.size},
+            }
+    return effects
+
+
+def _effect(deltas: list[float] | None) -> str:
+    if not deltas:
+        return "–"
+    values = np.array(deltas)
+    std = f" ± {values.std(ddof=1):.2f}" if values.size > 1 else ""
+    return f"{values.mean():+.2f}{std} ({int((values > 0).sum())}/{values.size})"
+
+
+def _budget_rule(name: str) -> str:
+    """A budget's training in words, with its equal-budget rule."""
+    b = BUDGETS[name]
+    iterations = b["max_epochs"] * b["iterations_per_epoch"]
+    start = f"from the seed's {b['adapt_from']} model" if b.get("adapt_from") else "from scratch (rows after source-only: on top of its model)"
+    return f"`{name}`: {iterations} iterations of {b['batch_size']} × {b['patch']}² at {b['pixel_size_nm']:g} nm, {start}"
+
+
+def budget_effect_lines(effects: dict) -> list[str]:
+    """The table of paired effects per budget (``budget_effects``) and, per budget, which seed methods
+    beat its baseline on every seed in both directions."""
+    if not effects:
+        return []
+    lines = [
+        "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); the oracle's Δ is "
+        f"the room there is. `{CONTINUED}`: the source-only model trained on, without the target, as long as the rows adapt it. "
+        + "; ".join(_budget_rule(b) for b in effects) + ".",
+        "",
+        "| budget | direction | baseline (IoU) | " + " | ".join(EFFECT_ROWS) + " |",
+        "|---|---|---|" + "---|" * len(EFFECT_ROWS),
+    ]
+    for budget, directions in effects.items():
+        for direction, e in directions.items():
+            base = f"{e['baseline']} ({e['baseline_iou']:.3f})" + ("" if e["equal_training"] else ", **shorter training**")
+            lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_effect(e["rows"].get(n)) for n in EFFECT_ROWS) + " |")
+    lines.append("")
+    for budget, directions in effects.items():
+        rows = [e["rows"] for e in directions.values()]
+        ran = [n for n in SEED_METHODS if len(rows) == len(DIRECTIONS) and all(n in r for r in rows)]
+        helps = [n for n in ran if all(min(r[n]) > 0 for r in rows)]
+        hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
+        seeds = max((len(deltas) for r in rows for deltas in r.values()), default=0)
+        caveat = "" if all(e["equal_training"] for e in directions.values()) else f" (against source-only: {CONTINUED} not run yet, so training length is not equal)"
+        lines.append(
+            f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}; {len(ran)} of {len(SEED_METHODS)} seed methods in both directions){caveat}: "
+            f"better than the baseline on every seed in both directions: {', '.join(helps) or 'none'}; "
+            f"worse on every seed in a direction: {', '.join(hurts) or 'none'}."
+        )
+    return lines
 
 
 def _table_lines(cells: dict, source_only: dict | None) -> list[str]:
@@ -891,13 +978,15 @@ def _three_d_markdown(table: dict, table_3d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _update_docs(table: dict, budget: dict, docs: Path = DOCS) -> None:
-    """Replace the benchmark block of the bundle's docs/README.md with the results in brief and the bar chart."""
+def _update_docs(table: dict, budget: dict, effects: dict, docs: Path = DOCS) -> None:
+    """Replace the benchmark block of the bundle's docs/README.md with the results in brief, the paired
+    effects of the seed methods per budget and the bar chart."""
     content = docs.read_text()
     start, end = content.find(DOCS_START), content.find(DOCS_END)
     if start < 0 or end < start:
         raise SystemExit(f"{docs}: the markers {DOCS_START!r} ... {DOCS_END!r} are missing.")
-    block = f"{DOCS_START}\n{_brief_markdown(table, budget)}\n\n![IoU per row](../../../results/da_benchmark.png)\n{DOCS_END}"
+    longer = "\n".join(["", "Seed methods at each budget:", "", *budget_effect_lines(effects)]) + "\n" if effects else ""
+    block = f"{DOCS_START}\n{_brief_markdown(table, budget)}\n{longer}\n![IoU per row](../../../results/da_benchmark.png)\n{DOCS_END}"
     with atomic_path(docs) as tmp:
         tmp.write_text(content[:start] + block + content[end + len(DOCS_END) :])
 
@@ -945,6 +1034,10 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
+    effects = budget_effects(Path(runs_dir)) if budget == "cpu" else {}
+    if effects:
+        summary["budget_effects"] = effects
+        text += "\n" + "\n".join(["## Seed methods at each budget", "", *budget_effect_lines(effects)]) + "\n"
     selection = _read_beside_runs(runs_dir, f"{SELECTION}.json")
     picks = label_free_picks(table, selection, budget)
     if picks:
@@ -956,7 +1049,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
             tmp.write_text(content)
     _bar_chart(table, out_dir / f"{stem}.png")
     if docs and budget == "cpu":
-        _update_docs(table, BUDGETS[budget])
+        _update_docs(table, BUDGETS[budget], effects)
     print(text)
 
 

@@ -102,7 +102,7 @@ def test_report_of_the_long_budget_counts_its_own_grid_and_keeps_the_main_report
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", "--budget=cpu_long", f"--runs_dir={runs_dir}", f"--out={tmp_path}", "--docs=False"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     text = (tmp_path / "da_benchmark_cpu_long.md").read_text()
-    assert "- VNC → FAFB: 14 of 14 rows have fewer than 3 seeds" in text  # the long grid (LONG_ROWS), not the main one
+    assert "- VNC → FAFB: 15 of 15 rows have fewer than 3 seeds" in text  # the long grid (LONG_ROWS), not the main one
     assert "100 epochs × 20 iterations" in text and not (tmp_path / "da_benchmark.md").exists()
 
 
@@ -167,6 +167,41 @@ def test_a_row_above_the_oracle_within_its_seed_spread_is_not_called_a_sign_of_u
     text = "\n".join(bench_da._status(table))
     assert "ft_100 scores above the oracle's mean, within its seed spread (± 0.057)." in text
     assert "under-trained" not in text
+
+
+def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_training(monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    assert bench_da.equal_training_baseline("cpu") == "source_only" and bench_da.equal_training_baseline("cpu_long") == "source_only_continued"
+    cpu = {"baseline": "source_only", "baseline_iou": 0.5, "equal_training": True}
+    effects = {
+        "cpu": {"vnc_to_fafb": {**cpu, "rows": {"oracle": [0.3, 0.2], "mmd": [0.05, 0.01], "coral": [-0.02, -0.01]}},
+                "fafb_to_vnc": {**cpu, "rows": {"oracle": [0.4, 0.4], "mmd": [0.02, 0.03], "coral": [0.1, 0.2]}}},
+        "cpu_long": {"vnc_to_fafb": {"baseline": "source_only", "baseline_iou": 0.6, "equal_training": False, "rows": {"oracle": [0.2], "mmd": [-0.01]}}},
+    }  # fmt: skip
+    lines = bench_da.budget_effect_lines(effects)
+    assert "| cpu | VNC → FAFB | source_only (0.500) | +0.25 ± 0.07 (2/2) | +0.03 ± 0.03 (2/2) | -0.01 ± 0.01 (0/2) | – | – | – |" in lines
+    assert "| cpu_long | VNC → FAFB | source_only (0.600), **shorter training** | +0.20 (1/1) | -0.01 (0/1) | – | – | – | – |" in lines
+    verdicts = [line for line in lines if line.startswith("- ")]
+    assert verdicts[0] == (
+        "- `cpu` (2 seeds; 2 of 5 seed methods in both directions): better than the baseline on every seed in both directions: mmd; "
+        "worse on every seed in a direction: coral."
+    )
+    assert verdicts[1].startswith("- `cpu_long` (1 seed; 0 of 5 seed methods in both directions) (against source-only: source_only_continued not run yet")
+    assert "`cpu_long`: 2000 iterations of 4 × 128² at 10 nm, from the seed's source_only model" in lines[0]
+
+
+def test_the_equal_training_baseline_replaces_source_only_once_it_has_cells(tmp_path, monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    runs_dir = tmp_path / "runs"
+    for seed, (low, continued, mmd) in enumerate(((0.40, 0.50, 0.55), (0.30, 0.45, 0.40))):
+        for row, iou in (("source_only", low), ("mmd", mmd)):
+            _write_run(runs_dir, row, seed, iou, 0.5, 0.6, budget_name="cpu_long")
+    before = bench_da.budget_effects(runs_dir)["cpu_long"]["vnc_to_fafb"]
+    assert before["baseline"] == "source_only" and not before["equal_training"] and before["rows"]["mmd"] == pytest.approx([0.15, 0.10])
+    for seed, continued in enumerate((0.50, 0.45)):
+        _write_run(runs_dir, "source_only_continued", seed, continued, 0.5, 0.6, budget_name="cpu_long")
+    after = bench_da.budget_effects(runs_dir)["cpu_long"]["vnc_to_fafb"]
+    assert after["baseline"] == "source_only_continued" and after["equal_training"] and after["rows"]["mmd"] == pytest.approx([0.05, -0.05])
 
 
 def test_a_training_another_process_holds_is_refused_not_joined(tmp_path, monkeypatch):
@@ -245,6 +280,9 @@ def test_another_budget_reports_beside_the_main_table_and_the_3d_rows_join_the_c
             assert (out / "da_benchmark_cpu_fair.md").exists() and not (out / "da_benchmark.md").exists()
             assert "Equal total training" in (out / "da_benchmark_cpu_fair.md").read_text()
     text = (out / "da_benchmark.md").read_text()
+    effects = json.loads((out / "da_benchmark.json").read_text())["budget_effects"]
+    assert effects["cpu_fair"]["vnc_to_fafb"]["rows"]["mmd"] == pytest.approx([0.05, -0.05]) and set(effects) == {"cpu", "cpu_fair"}
+    assert "## Seed methods at each budget" in text and "| cpu_fair | VNC → FAFB | source_only (0.450), **shorter training** | +0.35 ± 0.07 (2/2) | +0.00 ± 0.07 (1/2) |" in text
     assert "## 3D variant" in text and "| source_only | VNC → FAFB | 0.450 ± 0.071 (2) | 0.500 ± 0.000 (1) | +0.100 ± 0.000 (1) |" in text
     assert "Equal total training" not in text
 
