@@ -148,7 +148,8 @@ ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match th
 EFFECT_BUDGETS = ("cpu", "cpu_fair", "cpu_long", "gpu")
 CONTINUED = "source_only_continued"  # the equal-training control of rows that start from the source-only model
 EFFECT_ROWS = ("oracle", *SEED_METHODS)
-BRIEF_ROWS = ("source_only", "oracle", "mmd", "coral", "dann", "ynet", "two_stream", "adabn", "tent", "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100")
+# the bundle README's table at the cpu budget; the seed methods are in its table of every budget (``budget_effects``)
+BRIEF_ROWS = ("source_only", "oracle", "adabn", "tent", "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100")
 
 
 def _direction_title(direction: str) -> str:
@@ -593,12 +594,16 @@ def _effect(deltas: list[float] | None) -> str:
     return f"{values.mean():+.2f}{std} ({int((values > 0).sum())}/{values.size})"
 
 
+def _shape(budget: dict) -> str:
+    return f"{budget['batch_size']} × {budget['patch']}² at {budget['pixel_size_nm']:g} nm"
+
+
 def _budget_rule(name: str) -> str:
-    """A budget's training in words, with its equal-budget rule."""
-    b = BUDGETS[name]
-    iterations = b["max_epochs"] * b["iterations_per_epoch"]
-    start = f"from the seed's {b['adapt_from']} model" if b.get("adapt_from") else "from scratch (rows after source-only: on top of its model)"
-    return f"`{name}`: {iterations} iterations of {b['batch_size']} × {b['patch']}² at {b['pixel_size_nm']:g} nm, {start}"
+    """How a budget trains the seed methods, in words (batch, patch and pixel size where not the ``cpu`` budget's)."""
+    b, cpu = BUDGETS[name], BUDGETS["cpu"]
+    how = "on top of the source-only model" if b.get("adapt_from") else "from scratch"
+    shape = "" if _shape(b) == _shape(cpu) else f" of {_shape(b)}"
+    return f"`{name}` {b['max_epochs'] * b['iterations_per_epoch']} iterations{shape} {how}"
 
 
 def budget_effect_lines(effects: dict) -> list[str]:
@@ -607,9 +612,9 @@ def budget_effect_lines(effects: dict) -> list[str]:
     if not effects:
         return []
     lines = [
-        "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); the oracle's Δ is "
-        f"the room there is. `{CONTINUED}`: the source-only model trained on, without the target, as long as the rows adapt it. "
-        + "; ".join(_budget_rule(b) for b in effects) + ".",
+        "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); the "
+        f"oracle's Δ is the room there is; {CONTINUED}: source-only trained on as long, without the target. Seed methods: "
+        + ", ".join(_budget_rule(b) for b in effects) + f" (batches of {_shape(BUDGETS['cpu'])} unless noted).",
         "",
         "| budget | direction | baseline (IoU) | " + " | ".join(EFFECT_ROWS) + " |",
         "|---|---|---|" + "---|" * len(EFFECT_ROWS),
@@ -625,11 +630,10 @@ def budget_effect_lines(effects: dict) -> list[str]:
         helps = [n for n in ran if all(min(r[n]) > 0 for r in rows)]
         hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
         seeds = max((len(deltas) for r in rows for deltas in r.values()), default=0)
-        caveat = "" if all(e["equal_training"] for e in directions.values()) else f" (against source-only: {CONTINUED} not run yet, so training length is not equal)"
+        caveat = "" if all(e["equal_training"] for e in directions.values()) else f", vs source-only: {CONTINUED} not run yet"
         lines.append(
-            f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}; {len(ran)} of {len(SEED_METHODS)} seed methods in both directions){caveat}: "
-            f"better than the baseline on every seed in both directions: {', '.join(helps) or 'none'}; "
-            f"worse on every seed in a direction: {', '.join(hurts) or 'none'}."
+            f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
+            f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}."
         )
     return lines
 
@@ -927,9 +931,8 @@ def _brief_markdown(table: dict, budget: dict) -> str:
     lines = [
         f"Target-test IoU (mean ± std over seeds, last checkpoint) at the `cpu` budget ({budget['max_epochs']} × {budget['iterations_per_epoch']} "
         f"iterations of {budget['batch_size']} × {budget['patch']}², {budget['pixel_size_nm']:g} nm); gap = share of the source-only → oracle gap closed. "
-        "Bounds, seed methods, test-time baselines, consistency, the declared label-free row and fine-tuning; all rows, precision/recall, the status and the label-free choice: "
-        "[`results/da_benchmark.md`](../../../results/da_benchmark.md); discussion and history: "
-        "[`results/da_benchmark_notes.md`](../../../results/da_benchmark_notes.md).",
+        "All rows, precision/recall and the label-free choice: [`results/da_benchmark.md`](../../../results/da_benchmark.md); "
+        "history: [`results/da_benchmark_notes.md`](../../../results/da_benchmark_notes.md).",
         "",
         f"| row | kind | {head} |",
         "|---|---|" + "---|---|" * len(directions),

@@ -182,12 +182,9 @@ def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_train
     assert "| cpu | VNC → FAFB | source_only (0.500) | +0.25 ± 0.07 (2/2) | +0.03 ± 0.03 (2/2) | -0.01 ± 0.01 (0/2) | – | – | – |" in lines
     assert "| cpu_long | VNC → FAFB | source_only (0.600), **shorter training** | +0.20 (1/1) | -0.01 (0/1) | – | – | – | – |" in lines
     verdicts = [line for line in lines if line.startswith("- ")]
-    assert verdicts[0] == (
-        "- `cpu` (2 seeds; 2 of 5 seed methods in both directions): better than the baseline on every seed in both directions: mmd; "
-        "worse on every seed in a direction: coral."
-    )
-    assert verdicts[1].startswith("- `cpu_long` (1 seed; 0 of 5 seed methods in both directions) (against source-only: source_only_continued not run yet")
-    assert "`cpu_long`: 2000 iterations of 4 × 128² at 10 nm, from the seed's source_only model" in lines[0]
+    assert verdicts[0] == "- `cpu` (2 seeds, 2 of 5 seed methods run): better on every seed, both directions: mmd; worse on every seed in a direction: coral."
+    assert verdicts[1].startswith("- `cpu_long` (1 seed, 0 of 5 seed methods run, vs source-only: source_only_continued not run yet)")  # one direction: no verdict
+    assert "`cpu_long` 2000 iterations on top of the source-only model" in lines[0] and "(batches of 4 × 128² at 10 nm unless noted)" in lines[0]
 
 
 def test_the_equal_training_baseline_replaces_source_only_once_it_has_cells(tmp_path, monkeypatch):
