@@ -504,7 +504,8 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
         *(
             [f"Equal total training: every unsupervised row that would train from scratch starts from the same seed's {budget['adapt_from']} model "
-             "and trains the budget's iterations on top of it, as the rows that always started from it do."]
+             f"and trains the budget's iterations on top of it, as the rows that always started from it do; {CONTINUED}, the source-only "
+             "model trained on as long without the target, is their baseline of equal total training (last column)."]
             if budget.get("adapt_from") else []
         ),
         "",
@@ -512,7 +513,8 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
     for direction, cells in table.items():
         main = {n: c for n, c in cells.items() if not ROW_BY_NAME[n].exploratory}
         shown = {n: c for n, c in main.items() if _identical_to(n, cells) is None}
-        lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"))]
+        control = cells.get(CONTINUED) if budget.get("adapt_from") else None
+        lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"), control)]
         lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in main if n not in shown]
         lines.append("")
     lines += ["## Status", ""] + _status(table, grid) + _choice_line(choice) + [""]
@@ -640,19 +642,22 @@ def budget_effect_lines(effects: dict) -> list[str]:
     return lines
 
 
-def _table_lines(cells: dict, source_only: dict | None) -> list[str]:
-    """The per-row results table of one direction."""
+def _table_lines(cells: dict, source_only: dict | None, control: dict | None = None) -> list[str]:
+    """The per-row results table of one direction; with ``control`` (the ``CONTINUED`` row's cell), a
+    second paired column against it: the rows' effect at equal total training."""
+    extra = f" paired Δ IoU vs {CONTINUED}, equal training (seeds beating it) |" if control else ""
     lines = [
-        "| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed | paired Δ IoU vs source-only (seeds beating it) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| row | kind | seeds | IoU | Dice | precision | recall | IoU sel. | gap closed | paired Δ IoU vs source-only (seeds beating it) |{extra}",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if control else ""),
     ]
     for name, c in cells.items():
         fmt = lambda m: f"{c[m]['mean']:.3f} ± {c[m]['std']:.3f}"  # noqa: E731
         gap = f"{round(100 * c['gap_closed'])} %" if "gap_closed" in c else "–"
         kind = ROW_BY_NAME[name].kind + ("*" if ROW_BY_NAME[name].exploratory else "")
+        versus_control = f" {_paired_effect(c, control) if name != 'source_only' else '–'} |" if control else ""
         lines.append(
             f"| {name} | {kind} | {c['n_seeds']} | {fmt('iou')} | {fmt('dice')} | {fmt('precision')} | {fmt('recall')} | "
-            f"{c['iou_source_val_selected']:.3f} | {gap} | {_paired_effect(c, source_only)} |"
+            f"{c['iou_source_val_selected']:.3f} | {gap} | {_paired_effect(c, source_only)} |{versus_control}"
         )
     return lines
 

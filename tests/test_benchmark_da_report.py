@@ -199,6 +199,11 @@ def test_the_equal_training_baseline_replaces_source_only_once_it_has_cells(tmp_
         _write_run(runs_dir, "source_only_continued", seed, continued, 0.5, 0.6, budget_name="cpu_long")
     after = bench_da.budget_effects(runs_dir)["cpu_long"]["vnc_to_fafb"]
     assert after["baseline"] == "source_only_continued" and after["equal_training"] and after["rows"]["mmd"] == pytest.approx([0.05, -0.05])
+    cells = bench_da.summarise(bench_da._load(runs_dir / "cpu_long"))["vnc_to_fafb"]
+    lines = bench_da._table_lines(cells, cells["source_only"], cells["source_only_continued"])
+    assert lines[0].endswith("| paired Δ IoU vs source_only_continued, equal training (seeds beating it) |")
+    mmd = next(line for line in lines if line.startswith("| mmd |"))
+    assert mmd.endswith("| +0.125 ± 0.035 (2/2) | +0.000 ± 0.071 (1/2) |")
 
 
 def test_a_training_another_process_holds_is_refused_not_joined(tmp_path, monkeypatch):
