@@ -19,6 +19,7 @@ RESULTS = REPO / "results"
 DATA_RECORD = "spacing_nm.json"  # in a model folder: the domain pixel sizes its models were trained at
 TRAINED_MARKER = "training_complete"  # in a run folder once its training finished: {"commit", "epochs"}
 TRAINING_LOCK = ".training.lock"  # in a run folder while a process trains there
+SELECTION_KINDS = ("uda", "bound")  # kinds of cached cells that are label-free selection candidates (bound: source-only only)
 
 
 def prepare(data_dir: str, out: Path, command: str = "from_dir") -> Path:
@@ -97,6 +98,11 @@ def worker_env(threads: int, device: str | None = None) -> dict:
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+def is_candidate(cell: dict) -> bool:
+    """Whether a cached benchmark cell is a label-free selection candidate: an unsupervised row or source-only."""
+    return cell.get("kind") in SELECTION_KINDS and (cell["kind"] != "bound" or cell["row"] == "source_only")
 
 
 def write_result(path: Path, result: dict) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import fire
 import label_free
-from benchmark_common import RESULTS, REPO, TRAINED_MARKER, chosen, worker_env, write_result
+from benchmark_common import RESULTS, REPO, TRAINED_MARKER, chosen, is_candidate, worker_env, write_result
 from recipes import BUDGETS, Recipe, RecipeRun, chain, load_recipes
 
 from custom.data import Reimaging, load_datalist
@@ -103,8 +103,6 @@ def run(
 
 def _candidates(direction_runs: Path, seed: int) -> list[dict]:
     """The direction's cached cells of ``seed`` that ``model_selection.py`` counts as candidates (those with scores)."""
-    from model_selection import is_candidate  # it imports this module
-
     found = [json.loads(p.read_text()) for p in sorted(direction_runs.glob(f"*/seed{seed}.json"))]
     return [c for c in found if c.get("label_free") and is_candidate(c)]
 

@@ -56,6 +56,9 @@ PLAIN_TARGET_REGION, PLAIN_ROTATED_REGION = "target_region_plain.zarr", "target_
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
 DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
 DEV_SCORES = ("dev_risk", "iwcv_risk", "source_validation_loss")  # what ``dev_scores`` returns
+ROTATION_SCORES = ("rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement")  # what ``rotation_scores`` returns
+# Scores that need the model again, by the name ``model_selection.py validate --compute`` takes: what each gives
+RECOMPUTABLE = {"rotation_agreement": ROTATION_SCORES, "dev": DEV_SCORES}
 OUTPUT_SCORES = (  # what ``output_scores`` returns
     "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
 )  # fmt: skip
@@ -199,8 +202,8 @@ def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Pat
 
 
 def kept_scores(deployed: dict, folder: Path) -> tuple[str, ...]:
-    """Which of the scores ``model_selection.validate`` can compute (its ``COMPUTABLE``) ``folder`` keeps
-    the results of: served from there without running the model again."""
+    """Which of the ``RECOMPUTABLE`` scores ``folder`` keeps the results of: served from there without
+    running the model again."""
     rotated = [folder / ROTATED_REGION] + ([folder / PLAIN_ROTATED_REGION, folder / PLAIN_TARGET_REGION] if deployed["tta"] else [])
     kept = ("rotation_agreement",) if all(segmentation_complete(p) for p in rotated) else ()
     return kept + (("dev",) if (folder / DEV_RECORD).exists() else ())

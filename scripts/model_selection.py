@@ -26,7 +26,7 @@ import fire
 import label_free
 import numpy as np
 from adapt import PICK_RULE
-from benchmark_common import RESULTS, write_result
+from benchmark_common import RESULTS, is_candidate, write_result
 from development_pairs import SUFFIX as DEVELOPMENT
 
 from custom.utils import atomic_path
@@ -72,9 +72,8 @@ RULE_SCORES = {
 }  # fmt: skip
 # Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``), and the
 # stored scores each one gives
-COMPUTED = {"rotation_agreement": ("rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement"), "dev": label_free.DEV_SCORES}
+COMPUTED = label_free.RECOMPUTABLE
 COMPUTABLE = tuple(COMPUTED)
-UNSUPERVISED = ("uda", "bound")  # cells of these kinds are candidates (the bound kind: source-only only)
 REPORT = "label_free_selection"
 
 
@@ -205,11 +204,6 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
             entry[label] = {"rule": None, "pick": fixed, "regret": regrets.get(fixed)}
         out[name] = entry
     return out
-
-
-def is_candidate(cell: dict) -> bool:
-    """Whether a cached cell is a label-free selection candidate: an unsupervised row or source-only."""
-    return cell.get("kind") in UNSUPERVISED and (cell["kind"] != "bound" or cell["row"] == "source_only")
 
 
 def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...]:
