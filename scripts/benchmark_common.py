@@ -112,8 +112,11 @@ def write_result(path: Path, result: dict) -> None:
         tmp.write_text(json.dumps(result, indent=1))
 
 
-def bar_chart(labels: list[str], series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> None:
-    """Grouped bars with error bars: one group per label, one bar per series of (mean, std); PNG, atomic."""
+def bar_chart(
+    labels: list[str], series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str, ylim: tuple[float, float] | None = (0, 1)
+) -> None:
+    """Grouped bars with error bars: one group per label, one bar per series of (mean, std; NaN: no bar);
+    PNG, atomic. ``ylim`` None: fitted to the data, with a line at zero (for differences)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +130,10 @@ def bar_chart(labels: list[str], series: dict[str, list[tuple[float, float]]], p
         ax.bar(x + offset, [m for m, _ in values], width, yerr=[s for _, s in values], capsize=3, label=name)
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
+    if ylim is None:
+        ax.axhline(0, color="0.3", linewidth=0.8)
+    else:
+        ax.set_ylim(*ylim)
     ax.legend()
     ax.set_title(title)
     fig.tight_layout()

@@ -31,7 +31,7 @@ import fire
 import label_free
 import numpy as np
 import torch
-from benchmark_common import REPO, RESULTS, TRAINED_MARKER, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
+from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, prepare, worker_env, write_result
 from model_selection import REPORT as SELECTION
 from model_selection import SEED_METHODS
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
@@ -148,6 +148,7 @@ ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match th
 # row and fine-tuning; every row is in results/da_benchmark.md
 # The paired effects per budget (``budget_effects``): the room there is and the seed methods, on every budget run
 EFFECT_BUDGETS = ("cpu", "cpu_fair", "cpu_long", "gpu")
+EFFECTS_CHART = "da_budget_effects"  # the bars of ``budget_effects``, beside the report
 CONTINUED = "source_only_continued"  # the equal-training control of rows that start from the source-only model
 EFFECT_ROWS = ("oracle", *SEED_METHODS)
 # the bundle README's table at the cpu budget; the seed methods are in its table of every budget (``budget_effects``)
@@ -588,6 +589,19 @@ def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS) -> d
                 "rows": {n: [float(d) for d in deltas] for n, deltas in rows.items() if deltas.size},
             }
     return effects
+
+
+def budget_effect_chart(effects: dict, path: Path) -> None:
+    """``budget_effects`` as bars: per direction and row (seed methods, then the oracle for scale) one bar
+    per budget, the mean paired Δ IoU vs that budget's baseline with its seed std."""
+    directions = [d for d in DIRECTIONS if any(d in e for e in effects.values())]
+    rows = (*SEED_METHODS, "oracle")
+    labels = [f"{row}\n{_direction_title(d)}" for d in directions for row in rows]
+    series = {}
+    for budget, by_direction in effects.items():
+        values = [by_direction.get(d, {}).get("rows", {}).get(row) for d in directions for row in rows]
+        series[budget] = [(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) if v else (float("nan"), 0.0) for v in values]
+    bar_chart(labels, series, path, "Paired Δ target-test IoU vs the equal-training baseline, per budget", "Δ IoU (mean ± std over seeds)", ylim=None)
 
 
 def _effect(deltas: list[float] | None) -> str:
@@ -1047,7 +1061,8 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     effects = budget_effects(Path(runs_dir)) if budget == "cpu" else {}
     if effects:
         summary["budget_effects"] = effects
-        text += "\n" + "\n".join(["## Seed methods at each budget", "", *budget_effect_lines(effects)]) + "\n"
+        budget_effect_chart(effects, out_dir / f"{EFFECTS_CHART}.png")
+        text += "\n" + "\n".join(["## Seed methods at each budget", "", *budget_effect_lines(effects), "", f"![paired effects per budget]({EFFECTS_CHART}.png)"]) + "\n"
     selection = _read_beside_runs(runs_dir, f"{SELECTION}.json")
     picks = label_free_picks(table, selection, budget)
     if picks:

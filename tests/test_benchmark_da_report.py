@@ -284,6 +284,7 @@ def test_another_budget_reports_beside_the_main_table_and_the_3d_rows_join_the_c
     text = (out / "da_benchmark.md").read_text()
     effects = json.loads((out / "da_benchmark.json").read_text())["budget_effects"]
     assert effects["cpu_fair"]["vnc_to_fafb"]["rows"]["mmd"] == pytest.approx([0.05, -0.05]) and set(effects) == {"cpu", "cpu_fair"}
+    assert (out / "da_budget_effects.png").stat().st_size > 0 and "![paired effects per budget](da_budget_effects.png)" in text
     assert "## Seed methods at each budget" in text and "| cpu_fair | VNC → FAFB | source_only (0.450), **shorter training** | +0.35 ± 0.07 (2/2) | +0.00 ± 0.07 (1/2) |" in text
     assert "## 3D variant" in text and "| source_only | VNC → FAFB | 0.450 ± 0.071 (2) | 0.500 ± 0.000 (1) | +0.100 ± 0.000 (1) |" in text
     assert "Equal total training" not in text
