@@ -715,6 +715,16 @@ def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
         per_seed = {s: v for s, v in per_seed.items() if v["iou"] is not None}
         if per_seed:
             picks[direction] = {"rule": rule, "chosen_on": held["chosen_on"], "per_seed": dict(sorted(per_seed.items()))}
+    for pair, entry in (selection.get("prospective") or {}).items():  # pairs made after the rule was fixed: adapt.py's rule
+        pair_budget, direction, seed_name = pair.split("/")
+        chosen, cells = entry["adapt.py rule"], table.get(direction, {})
+        if pair_budget != budget or chosen["pick"] not in cells:
+            continue
+        seed = int(seed_name.removeprefix("seed"))
+        iou = cells[chosen["pick"]]["iou_per_seed"].get(seed)
+        if iou is not None:
+            target = picks.setdefault(direction, {"rule": chosen["rule"], "chosen_on": ["fixed before these cells (adapt.py)"], "per_seed": {}})
+            target["per_seed"][seed] = {"pick": chosen["pick"], "iou": iou, "regret": chosen["regret"]}
     return picks
 
 
@@ -724,10 +734,11 @@ def _label_free_pick_lines(table: dict, picks: dict) -> list[str]:
         "## Label-free pick per target",
         "",
         "On each seed, the candidate (source-only and the unsupervised rows) that the selection rule scores highest on",
-        "the unlabelled target, the rule itself chosen on the *other* direction and its development pairs",
-        "(`model_selection.py validate`, results/label_free_selection.md); regret = best candidate on the test labels − pick.",
+        "the unlabelled target; the rule is chosen on the *other* direction and its development pairs, or, for pairs made",
+        "after it was fixed, is adapt.py's (`model_selection.py validate`, results/label_free_selection.md); regret = best",
+        "candidate on the test labels − pick.",
         "",
-        "| direction | rule | picks (seed: row) | IoU | paired Δ IoU vs source-only | regret |",
+        "| direction | rule (chosen on) | picks (seed: row) | IoU | paired Δ IoU vs source-only | regret |",
         "|---|---|---|---|---|---|",
     ]
     for direction, p in picks.items():
@@ -737,7 +748,7 @@ def _label_free_pick_lines(table: dict, picks: dict) -> list[str]:
         regret = np.mean([v["regret"] for v in p["per_seed"].values()])
         std = f" ± {ious.std(ddof=1):.3f}" if ious.size > 1 else ""
         chosen = ", ".join(f"{s}: {v['pick']}" for s, v in p["per_seed"].items())
-        lines.append(f"| {_direction_title(direction)} | {p['rule']} | {chosen} | {ious.mean():.3f}{std} | {_paired_effect(cell, {'iou_per_seed': low})} | {regret:.3f} |")
+        lines.append(f"| {_direction_title(direction)} | {p['rule']} ({', '.join(p['chosen_on'])}) | {chosen} | {ious.mean():.3f}{std} | {_paired_effect(cell, {'iou_per_seed': low})} | {regret:.3f} |")
     return lines
 
 

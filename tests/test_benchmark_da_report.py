@@ -325,5 +325,17 @@ def test_the_label_free_row_is_the_held_out_rules_pick_per_seed(tmp_path):
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_da.py"), "report", f"--runs_dir={runs_dir}", f"--out={out}", "--docs=False"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     text = (out / "da_benchmark.md").read_text()
-    assert "| VNC → FAFB | negative_entropy | 0: mmd, 1: source_only | 0.450 ± 0.071 | +0.050 ± 0.071 (1/2) | 0.100 |" in text
+    assert "| VNC → FAFB | negative_entropy (fafb_to_vnc) | 0: mmd, 1: source_only | 0.450 ± 0.071 | +0.050 ± 0.071 (1/2) | 0.100 |" in text
     assert json.loads((out / "da_benchmark.json").read_text())["label_free_pick"]["vnc_to_fafb"]["per_seed"]["1"]["pick"] == "source_only"
+
+
+def test_pairs_made_after_the_rule_was_fixed_report_adapts_pick(monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    cell = lambda ious: {"iou_per_seed": ious}  # noqa: E731
+    table = {"vnc_to_fafb": {"source_only": cell({0: 0.6}), "coral": cell({0: 0.66}), "mmd": cell({0: 0.65})}}
+    pick = {"rule": "balanced_rotation_agreement", "pick": "mmd", "regret": 0.01}
+    selection = {"held_out": {}, "table": {}, "prospective": {"cpu_long/vnc_to_fafb/seed0": {"adapt.py rule": pick}, "cpu_fair/vnc_to_fafb/seed0": {"adapt.py rule": pick}}}
+    picks = bench_da.label_free_picks(table, selection, "cpu_long")
+    assert picks == {"vnc_to_fafb": {"rule": "balanced_rotation_agreement", "chosen_on": ["fixed before these cells (adapt.py)"], "per_seed": {0: {"pick": "mmd", "iou": 0.65, "regret": 0.01}}}}
+    line = bench_da._label_free_pick_lines(table, picks)[-1]
+    assert line == "| VNC → FAFB | balanced_rotation_agreement (fixed before these cells (adapt.py)) | 0: mmd | 0.650 | +0.050 (1/1) | 0.010 |"
