@@ -190,11 +190,12 @@ def fixed_row_held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
 def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """Rules fixed before the ``later`` pairs existed, applied to them: ``adapt.py``'s ``PICK_RULE``, the
     rule with the lowest mean regret over all of ``pairs`` (``overall_rule``), the ``fixed_row`` of
-    ``pairs`` and source-only (no adaptation). Per later pair: each one's pick and regret."""
+    ``pairs`` among the later pair's candidates and source-only (no adaptation). Per later pair: each
+    one's pick and regret."""
     rules = {"adapt.py rule": PICK_RULE, "overall rule": overall_rule(pairs)}
-    row = fixed_row(pairs)
     out = {}
     for name, candidates in later.items():
+        row = fixed_row({p: {n: c for n, c in earlier.items() if n in candidates} for p, earlier in pairs.items()})
         regrets = _row_regrets(candidates)
         entry = {"n": len(regrets), "best": min(regrets, key=regrets.get) if regrets else None}
         for label, rule in rules.items():

@@ -91,9 +91,10 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
 def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     """Pairs of ``later_budgets`` are judged by rules fixed on the other pairs, never used to fix them."""
     runs = tmp_path / "runs"
-    for direction in ("vnc_to_fafb", "fafb_to_vnc"):  # negative entropy picks the best, IM the worst; row b is best
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):  # negative entropy picks the best, IM the worst; c, then b, is best
         for row, iou, im, entropy in (("source_only", 0.3, 0.5, 0.3), ("a", 0.5, 0.3, 0.2), ("b", 0.6, 0.1, 0.1)):
             _cell(runs, direction, row, "uda", iou, information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=iou)
+        _cell(runs, direction, "c", "uda", 0.7, information_maximization=0.0, prediction_entropy=0.05, balanced_rotation_agreement=0.7)  # best, not a later candidate
     later = (("source_only", 0.4, 0.9, 0.1, 0.4), ("a", 0.7, 0.1, 0.3, 0.2), ("b", 0.5, 0.2, 0.2, 0.6))  # here IM, entropy disagree
     for row, iou, im, entropy, balanced in later:
         _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=balanced)
@@ -104,7 +105,7 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2)}
     assert entry["overall rule"]["rule"] == "negative_entropy" and entry["overall rule"]["pick"] == "source_only"  # entropy 0.1 lowest
     assert entry["overall rule"]["regret"] == pytest.approx(0.3)
-    assert entry["fixed row"] == {"rule": None, "pick": "b", "regret": pytest.approx(0.2)}
+    assert entry["fixed row"] == {"rule": None, "pick": "b", "regret": pytest.approx(0.2)}  # the best earlier row among the later candidates
     assert entry["no adaptation"]["regret"] == pytest.approx(0.3)
     assert "## Prospective pairs" in (tmp_path / "label_free_selection.md").read_text()
 
