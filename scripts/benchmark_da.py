@@ -624,6 +624,12 @@ def _budget_rule(name: str) -> str:
     return f"`{name}` {b['max_epochs'] * b['iterations_per_epoch']} iterations{shape} {how}"
 
 
+def _effect_range(rows: list[dict[str, list[float]]]) -> str:
+    """The lowest and highest mean paired Δ of a seed method over the directions, e.g. ``-0.07 to +0.03``."""
+    means = [float(np.mean(r[n])) for r in rows for n in SEED_METHODS if n in r]
+    return f"{min(means):+.2f} to {max(means):+.2f}" if means else "–"
+
+
 def budget_effect_lines(effects: dict) -> list[str]:
     """The table of paired effects per budget (``budget_effects``) and, per budget, which seed methods
     beat its baseline on every seed in both directions."""
@@ -649,10 +655,11 @@ def budget_effect_lines(effects: dict) -> list[str]:
         hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
         seeds = max((len(deltas) for r in rows for deltas in r.values()), default=0)
         caveat = "" if all(e["equal_training"] for e in directions.values()) else f", vs source-only: {CONTINUED} not run yet"
-        lines.append(
-            f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
-            f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}."
-        )
+        head = f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
+        if seeds < SEEDS_REQUIRED:
+            lines.append(head + f"seed methods' Δ {_effect_range(rows)}; no verdict before {SEEDS_REQUIRED} seeds.")
+            continue
+        lines.append(head + f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}.")
     return lines
 
 
