@@ -63,9 +63,7 @@ BENCHMARK_ROWS = (
     # trains twice the budget's epochs (its recipe's epochs_factor), as many iterations as a row that
     # starts from source-only has in all: trained for the budget's epochs only, the from-scratch
     # oracle fell below fine-tuned and even unsupervised rows FAFB -> VNC (results at 33f22dd)
-    "oracle",
-    "source_only_continued",  # the equal-training control of every row that starts from source-only
-    "histogram_match", "adabn", "tent", "mmd", "coral",
+    "oracle", "histogram_match", "adabn", "tent", "mmd", "coral",
     "dann",  # revision 2: the domain classifier lost its batch norm (#28)
     "class_mmd", "ynet",
     "two_stream",  # revision 2: shared, normalised decoder (#28)
