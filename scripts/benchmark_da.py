@@ -141,15 +141,14 @@ MAIN_ROWS = tuple(row for row in ROWS if not row.exploratory)  # the default gri
 # there (0.150; with TTA 0.077): the declaration stands.
 BEST_UDA = "tent_balanced_consistency"
 ALIGNMENT_ROWS = ("adabn", "tent", "mmd", "coral", "dann")  # rows that match the domains' feature statistics as a whole
-# The rows of the bundle README's short table: bounds, Roels et al.'s and Bermudez-Chacon et al.'s
-# methods, the test-time baselines, plain consistency with and without TTA, the declared label-free
-# row and fine-tuning; every row is in results/da_benchmark.md
 # The paired effects per budget (``budget_effects``): the room there is and the seed methods, on every budget run
 EFFECT_BUDGETS = ("cpu", "cpu_fair", "cpu_long", "gpu")
 EFFECTS_CHART = "da_budget_effects"  # the bars of ``budget_effects``, beside the report
 CONTINUED = "source_only_continued"  # the equal-training control of rows that start from the source-only model
 EFFECT_ROWS = ("oracle", *SEED_METHODS)
-# the bundle README's table at the cpu budget; the seed methods are in its table of every budget (``budget_effects``)
+# The rows of the bundle README's short table at the cpu budget: bounds, the test-time baselines, plain
+# consistency with and without TTA, the declared label-free row and fine-tuning (the seed methods are in
+# its table of every budget, ``budget_effects``); every row is in results/da_benchmark.md
 BRIEF_ROWS = ("source_only", "oracle", "adabn", "tent", "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100")
 
 
@@ -551,14 +550,18 @@ def paired_deltas(cell: dict, source_only: dict | None) -> np.ndarray:
     return np.array([v - low[s] for s, v in cell["iou_per_seed"].items() if s in low])
 
 
-def _paired_effect(cell: dict, source_only: dict | None) -> str:
-    """``+0.120 ± 0.030 (3/3)``: the IoU difference from source-only seed by seed (mean ± std over the
-    seeds both have) and on how many of them the row beats source-only."""
-    diffs = paired_deltas(cell, source_only)
+def _format_deltas(deltas: Sequence[float], digits: int = 3) -> str:
+    """``+0.120 ± 0.030 (3/3)``: paired differences as mean ± std and on how many seeds they are positive."""
+    diffs = np.asarray(deltas, dtype=float)
     if diffs.size == 0:
         return "–"
-    std = f" ± {diffs.std(ddof=1):.3f}" if diffs.size > 1 else ""
-    return f"{diffs.mean():+.3f}{std} ({int((diffs > 0).sum())}/{diffs.size})"
+    std = f" ± {diffs.std(ddof=1):.{digits}f}" if diffs.size > 1 else ""
+    return f"{diffs.mean():+.{digits}f}{std} ({int((diffs > 0).sum())}/{diffs.size})"
+
+
+def _paired_effect(cell: dict, source_only: dict | None) -> str:
+    """The IoU difference from source-only seed by seed (``paired_deltas``), formatted by ``_format_deltas``."""
+    return _format_deltas(paired_deltas(cell, source_only))
 
 
 def equal_training_baseline(budget: str) -> str:
@@ -567,13 +570,14 @@ def equal_training_baseline(budget: str) -> str:
     return CONTINUED if BUDGETS[budget].get("adapt_from") else "source_only"
 
 
-def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS) -> dict:
+def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS, known: dict[str, dict] | None = None) -> dict:
     """Per budget with cached cells and per direction: each of ``EFFECT_ROWS``' paired IoU difference from
     the budget's ``equal_training_baseline`` seed by seed (``paired_deltas``), or from source-only, flagged,
-    while that baseline has no cell."""
+    while that baseline has no cell. ``known``: budgets' ``summarise`` tables already made (not loaded again)."""
     effects: dict = {}
     for budget in (b for b in budgets if (runs_dir / b).is_dir()):
-        for direction, cells in summarise(_load(runs_dir / budget)).items():
+        table = (known or {}).get(budget) or summarise(_load(runs_dir / budget))
+        for direction, cells in table.items():
             baseline = equal_training_baseline(budget)
             if baseline not in cells:
                 baseline = "source_only"
@@ -600,14 +604,6 @@ def budget_effect_chart(effects: dict, path: Path) -> None:
         values = [by_direction.get(d, {}).get("rows", {}).get(row) for d in directions for row in rows]
         series[budget] = [(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) if v else (float("nan"), 0.0) for v in values]
     bar_chart(labels, series, path, "Paired Δ target-test IoU vs the equal-training baseline, per budget", "Δ IoU (mean ± std over seeds)", ylim=None)
-
-
-def _effect(deltas: list[float] | None) -> str:
-    if not deltas:
-        return "–"
-    values = np.array(deltas)
-    std = f" ± {values.std(ddof=1):.2f}" if values.size > 1 else ""
-    return f"{values.mean():+.2f}{std} ({int((values > 0).sum())}/{values.size})"
 
 
 def _shape(budget: dict) -> str:
@@ -644,7 +640,7 @@ def budget_effect_lines(effects: dict) -> list[str]:
     for budget, directions in effects.items():
         for direction, e in directions.items():
             base = f"{e['baseline']} ({e['baseline_iou']:.3f})" + ("" if e["equal_training"] else ", **shorter training**")
-            lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_effect(e["rows"].get(n)) for n in EFFECT_ROWS) + " |")
+            lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in EFFECT_ROWS) + " |")
     lines.append("")
     for budget, directions in effects.items():
         rows = [e["rows"] for e in directions.values()]
@@ -1074,7 +1070,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
-    effects = budget_effects(Path(runs_dir)) if budget == "cpu" else {}
+    effects = budget_effects(Path(runs_dir), known={budget: table}) if budget == "cpu" else {}
     if effects:
         summary["budget_effects"] = effects
         budget_effect_chart(effects, out_dir / f"{EFFECTS_CHART}.png")

@@ -217,9 +217,14 @@ def _dataset_dir(work_dir: Path, budget: str, direction: str) -> Path:
     return work_dir / budget / "prepared" / direction if "@" in direction else work_dir / "prepared" / direction
 
 
+def _names(given: str | tuple) -> tuple[str, ...]:
+    """A command-line argument of one name or several (fire gives a str or a tuple) as a tuple, empties dropped."""
+    return tuple(n for n in ((given,) if isinstance(given, str) else given) if n)
+
+
 def _missing(compute: str | tuple) -> tuple[str, ...]:
     """``validate``'s ``compute`` as a tuple of ``COMPUTABLE`` names (one clear error for any other)."""
-    names = tuple(n for n in ((compute,) if isinstance(compute, str) else compute) if n)
+    names = _names(compute)
     unknown = sorted(set(names) - set(COMPUTABLE))
     if unknown:
         raise SystemExit(f"cannot compute {unknown}; choose from {', '.join(COMPUTABLE)}.")
@@ -267,10 +272,6 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     return pairs
 
 
-def _budget_tuple(budgets: str | tuple) -> tuple[str, ...]:
-    return tuple(b for b in ((budgets,) if isinstance(budgets, str) else budgets) if b)
-
-
 def validate(
     runs_dir: str = str(RESULTS / "runs"),
     work_dir: str = "runs/benchmark_da",
@@ -285,11 +286,11 @@ def validate(
     ``later_budgets``: budgets whose pairs were made after the rules were fixed; they choose nothing and
     are reported apart (``prospective``)."""
     missing = _missing(compute)
-    budget_list = with_development(_budget_tuple(budgets), Path(runs_dir))
+    budget_list = with_development(_names(budgets), Path(runs_dir))
     work = Path(work_dir) if Path(work_dir).is_dir() else None
     pairs, later = (
         {k: v for k, v in collect_pairs(Path(runs_dir), work, names, missing).items() if any(c["scores"] for c in v.values())}
-        for names in (budget_list, _budget_tuple(later_budgets))
+        for names in (budget_list, _names(later_budgets))
     )
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
@@ -444,7 +445,7 @@ def _prospective_markdown(later: dict[str, dict]) -> list[str]:
         "|---|---|---|" + "---|" * len(labels),
     ]  # fmt: skip
     for pair, entry in later.items():
-        cells = [f"{e['pick'] or '–'} ({_fmt(e['regret'])})" + (f", `{e['rule']}`" if e["rule"] and label == "overall rule" else "") for label, e in ((k, entry[k]) for k in labels)]
+        cells = [f"{entry[k]['pick'] or '–'} ({_fmt(entry[k]['regret'])})" + (f", `{entry[k]['rule']}`" if k == "overall rule" and entry[k]["rule"] else "") for k in labels]
         lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")
     return lines
 
