@@ -724,7 +724,7 @@ def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
         seed = int(seed_name.removeprefix("seed"))
         iou = cells[chosen["pick"]]["iou_per_seed"].get(seed)
         if iou is not None:
-            target = picks.setdefault(direction, {"rule": chosen["rule"], "chosen_on": ["fixed before these cells (adapt.py)"], "per_seed": {}})
+            target = picks.setdefault(direction, {"rule": chosen["rule"], "chosen_on": ["adapt.py's, fixed before these cells"], "per_seed": {}})
             target["per_seed"][seed] = {"pick": chosen["pick"], "iou": iou, "regret": chosen["regret"]}
     return picks
 

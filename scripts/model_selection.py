@@ -477,4 +477,5 @@ def _scatter(pairs: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"pick": pick, "validate": validate, "batch_norm_modes": batch_norm_modes})
+    # each command prints its report; its return value is for Python callers
+    fire.Fire({"pick": pick, "validate": validate, "batch_norm_modes": batch_norm_modes}, serialize=lambda _: None)

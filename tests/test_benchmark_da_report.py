@@ -339,6 +339,6 @@ def test_pairs_made_after_the_rule_was_fixed_report_adapts_pick(monkeypatch):
     pick = {"rule": "balanced_rotation_agreement", "pick": "mmd", "regret": 0.01}
     selection = {"held_out": {}, "table": {}, "prospective": {"cpu_long/vnc_to_fafb/seed0": {"adapt.py rule": pick}, "cpu_fair/vnc_to_fafb/seed0": {"adapt.py rule": pick}}}
     picks = bench_da.label_free_picks(table, selection, "cpu_long")
-    assert picks == {"vnc_to_fafb": {"rule": "balanced_rotation_agreement", "chosen_on": ["fixed before these cells (adapt.py)"], "per_seed": {0: {"pick": "mmd", "iou": 0.65, "regret": 0.01}}}}
+    assert picks == {"vnc_to_fafb": {"rule": "balanced_rotation_agreement", "chosen_on": ["adapt.py's, fixed before these cells"], "per_seed": {0: {"pick": "mmd", "iou": 0.65, "regret": 0.01}}}}
     line = bench_da._label_free_pick_lines(table, picks)[-1]
-    assert line == "| VNC → FAFB | balanced_rotation_agreement (fixed before these cells (adapt.py)) | 0: mmd | 0.650 | +0.050 (1/1) | 0.010 |"
+    assert line == "| VNC → FAFB | balanced_rotation_agreement (adapt.py's, fixed before these cells) | 0: mmd | 0.650 | +0.050 (1/1) | 0.010 |"
