@@ -14,11 +14,15 @@ from custom.visualize import save_overlay_png
 
 REPORT = "report.md"
 BASELINE = "source_only"
+COLUMN_TITLES = {
+    "consensus_agreement": "consensus Dice", "information_maximization": "IM", "prediction_entropy": "entropy",
+    "predicted_foreground_fraction": "predicted fg", "bbse_foreground_fraction": "BBSE fg",
+}  # fmt: skip
 
 
-def _scores_png(path: Path, name: str, scores: dict, pick: str) -> Path:
-    """Two panels: each candidate's agreement with the others' consensus (the pick's score), and its
-    predicted foreground fraction beside the BBSE estimate."""
+def _scores_png(path: Path, name: str, scores: dict, rule: str, pick: str) -> Path:
+    """Two panels: each candidate's score under the pick's ``rule``, and its predicted foreground
+    fraction beside the BBSE estimate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,9 +32,9 @@ def _scores_png(path: Path, name: str, scores: dict, pick: str) -> Path:
     y = np.arange(len(names))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True)
     colours = ["tab:green" if n == pick else "tab:grey" for n in names]
-    left.barh(y, [scores[n]["consensus_agreement"] for n in names], color=colours)
+    left.barh(y, [scores[n][rule] for n in names], color=colours)
     left.set_xlim(0, 1)
-    left.set_xlabel("Dice with the other candidates' consensus")
+    left.set_xlabel(f"{rule} (the pick's score)")
     left.set_yticks(y, [f"{n} (pick)" if n == pick else n for n in names], fontsize=8)
     left.invert_yaxis()
     right.barh(y - 0.2, [scores[n]["predicted_foreground_fraction"] for n in names], 0.4, label="predicted")
@@ -59,29 +63,29 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def write_report(out_dir: Path, summary: dict) -> Path:
     """Write ``out_dir/report.md`` (and its PNGs beside it) from ``adapt.run``'s summary."""
+    rule = summary["rule"]
     lines = [
         "# Adaptation report",
         "",
         f"Task **{summary['task']}**, budget **{summary['budget']}**, seed {summary['seed']}; candidates: {', '.join(summary['candidates'])}.",
-        "The pick is the candidate whose mask agrees best (Dice) with the mean prediction of the other candidates on the target's",
-        "unlabelled training region (`consensus_agreement`, fixed before its results; not yet validated on real pairs, see",
-        "`results/label_free_selection.md` when it exists). No target label is read to pick. BBSE estimates the target's",
-        "foreground fraction from the source-validation confusion matrix: a predicted fraction far from it hints at over- or",
-        "under-segmentation.",
+        f"The pick is the candidate with the highest `{rule}` on the target's unlabelled training region: {summary['rule_text']}.",
+        "How far this score predicts target-test IoU, and its misses, are in the project's `results/label_free_selection.md`.",
+        "No target label is read to pick. BBSE estimates the target's foreground fraction from the source-validation confusion",
+        "matrix: a predicted fraction far from it hints at over- or under-segmentation.",
         "",
     ]
     for name, target in summary["targets"].items():
         scores, pick = target["scores"], target["pick"]
         lines += [f"## {name}", "", f"Target `{target['image']}`: picked **{pick}**; mask `{target['outputs']['mask']}`, OME-Zarr `{target['outputs']['zarr']}`.", ""]
-        header = ["candidate", "consensus Dice", "IM", "entropy", "predicted fg", "BBSE fg"]
+        columns = dict.fromkeys((rule, "consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction"))
+        header = ["candidate", f"{rule} (pick's score)"] + [COLUMN_TITLES[k] for k in columns if k != rule]
         metrics = target.get("metrics")
         if metrics:
             header += ["IoU (test labels)", "Dice (test labels)"]
         rows = [header]
         for candidate, s in scores.items():
             row = [f"**{candidate}**" if candidate == pick else candidate] + [
-                "n/a" if s[k] is None else f"{s[k]:.3f}"
-                for k in ("consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction")
+                "n/a" if s.get(k) is None else f"{s[k]:.3f}" for k in columns
             ]
             if metrics:
                 row += [f"{metrics[candidate]['iou']:.3f}", f"{metrics[candidate]['dice']:.3f}"]
@@ -96,7 +100,7 @@ def write_report(out_dir: Path, summary: dict) -> Path:
                 "",
             ]
         figures = [
-            _scores_png(out_dir / f"{name}_scores.png", name, scores, pick),
+            _scores_png(out_dir / f"{name}_scores.png", name, scores, rule, pick),
             _overlay_png(out_dir / f"{name}_overlay.png", out_dir, name, target["scores_region"], pick),
         ]
         lines += [f"![{f.stem}]({f.name})" for f in figures] + [""]

@@ -50,6 +50,11 @@ def test_adapt_end_to_end_resumes_after_a_kill_and_never_reads_target_labels_to_
     assert scores["pick"] in CANDIDATES.split(",") and scores["rule"] == "balanced_rotation_agreement"
     report = (whole / "report.md").read_text()
     assert "IoU (test labels)" in report and (whole / "target_overlay.png").stat().st_size > 0 and (whole / "target_scores.png").exists()
+    # the report shows the rule adapt.py picked with, and the pick tops its column
+    rows = [line.split("|") for line in report.splitlines() if line.startswith("| ") and not line.startswith("| candidate")]
+    assert "| candidate | balanced_rotation_agreement (pick's score) |" in report
+    rule_column = {cells[1].strip().strip("*"): float(cells[2]) for cells in rows}
+    assert rule_column[scores["pick"]] == max(rule_column.values())
     assert (whole / "target" / "segmentation.zarr").is_dir()
 
     # killed while the adaptation trains, then run again: finished steps are skipped, the rest resumed
