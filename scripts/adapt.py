@@ -232,7 +232,7 @@ def _check_candidates(recipes: dict[str, Recipe], names: list[str], source_data:
             unsupported = sorted(set(recipes[name].eval_configs) - label_free.DEPLOYABLE)
             raise RecipeError(f"candidate {name}: test-time configs {unsupported} cannot be deployed by adapt.py (supported: {sorted(label_free.DEPLOYABLE)}).")
     if len(names) < 2:
-        raise RecipeError(f"the pick compares candidates (and each with the others' consensus): give at least 2, got {names}.")
+        raise RecipeError(f"the pick compares candidates: give at least 2, got {names}.")
 
 
 def run(
