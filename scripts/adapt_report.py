@@ -30,19 +30,21 @@ def _scores_png(path: Path, name: str, scores: dict, rule: str, pick: str) -> Pa
 
     names = list(scores)
     y = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True)
+    height = 0.45 * len(names) + 1.9
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True)
     colours = ["tab:green" if n == pick else "tab:grey" for n in names]
-    left.barh(y, [scores[n][rule] for n in names], color=colours)
-    left.set_xlim(0, 1)
+    bars = left.barh(y, [scores[n][rule] for n in names], color=colours)
+    left.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)  # close scores differ in the third digit
+    left.set_xlim(0, 1.15)
     left.set_xlabel(f"{rule} (the pick's score)")
     left.set_yticks(y, [f"{n} (pick)" if n == pick else n for n in names], fontsize=8)
     left.invert_yaxis()
     right.barh(y - 0.2, [scores[n]["predicted_foreground_fraction"] for n in names], 0.4, label="predicted")
     right.barh(y + 0.2, [scores[n]["bbse_foreground_fraction"] or 0.0 for n in names], 0.4, label="BBSE estimate (0: undefined)")
     right.set_xlabel("target foreground fraction")
-    right.legend(fontsize=8)
+    fig.legend(*right.get_legend_handles_labels(), loc="lower right", fontsize=8, ncol=2)  # below the panel, off the bars
     fig.suptitle(f"{name}: label-free scores (no target labels)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
