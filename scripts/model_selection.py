@@ -207,6 +207,16 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
     return out
 
 
+def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
+    """The ``later`` pairs with every candidate that any seed of their budget and direction has, and the
+    others as "n of N" (still training: their best candidate may not exist yet, so they are not judged)."""
+    rows: dict[str, set[str]] = {}
+    for pair, candidates in later.items():
+        rows.setdefault(pair.rsplit("/", 1)[0], set()).update(candidates)
+    complete = {p: c for p, c in later.items() if set(c) >= rows[p.rsplit("/", 1)[0]]}
+    return complete, {p: f"{len(c)} of {len(rows[p.rsplit('/', 1)[0]])}" for p, c in later.items() if p not in complete}
+
+
 def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...]:
     """``budgets`` and, where cached, their development cells (``development_pairs.py``)."""
     return budgets + tuple(f"{b}{DEVELOPMENT}" for b in budgets if (runs_dir / f"{b}{DEVELOPMENT}").is_dir())
@@ -296,8 +306,11 @@ def validate(
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
     table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
     result = {"rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "held_out": held_out(pairs), "fixed_row_held_out": fixed_row_held_out(pairs)}
+    later, unfinished = complete_pairs(later)
     if later:
         result["prospective"] = prospective(pairs, later)
+    if unfinished:
+        result["prospective_unfinished"] = unfinished
     write_result(Path(out) / f"{REPORT}.json", result)
     with atomic_path(Path(out) / f"{REPORT}.md") as tmp:
         tmp.write_text(_markdown(result))
@@ -427,12 +440,12 @@ def _markdown(result: dict) -> str:
         lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
     lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()]
-    return "\n".join(lines + _prospective_markdown(result.get("prospective", {}))) + "\n"
+    return "\n".join(lines + _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))) + "\n"
 
 
-def _prospective_markdown(later: dict[str, dict]) -> list[str]:
+def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) -> list[str]:
     """The section on pairs made after the rules were fixed (``prospective``); none without such pairs."""
-    if not later:
+    if not later and not unfinished:
         return []
     labels = ("adapt.py rule", "overall rule", "fixed row", "no adaptation")
     lines = [
@@ -447,6 +460,9 @@ def _prospective_markdown(later: dict[str, dict]) -> list[str]:
     for pair, entry in later.items():
         cells = [f"{entry[k]['pick'] or '–'} ({_fmt(entry[k]['regret'])})" + (f", `{entry[k]['rule']}`" if k == "overall rule" and entry[k]["rule"] else "") for k in labels]
         lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")
+    if unfinished:
+        lines += ["", "Still training, not judged until they have every candidate of their budget and direction: "
+                  + ", ".join(f"{pair} ({n} candidates)" for pair, n in unfinished.items()) + "."]  # fmt: skip
     return lines
 
 

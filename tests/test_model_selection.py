@@ -49,10 +49,10 @@ def test_scoring_never_opens_a_target_label_and_pick_writes_every_score(syntheti
     assert "Label-free selection" in (tmp_path / "selection" / "selection.md").read_text()
 
 
-def _cell(runs, direction, row, kind, iou, budget="cpu", **scores):
-    path = runs / budget / direction / row / "seed0.json"
+def _cell(runs, direction, row, kind, iou, budget="cpu", seed=0, **scores):
+    path = runs / budget / direction / row / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"direction": direction, "row": row, "kind": kind, "seed": 0, "metrics_last": {"iou": iou}, "label_free": scores or None}))
+    path.write_text(json.dumps({"direction": direction, "row": row, "kind": kind, "seed": seed, "metrics_last": {"iou": iou}, "label_free": scores or None}))
 
 
 def test_validate_correlations_regret_and_held_out_rule(tmp_path):
@@ -98,8 +98,11 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     later = (("source_only", 0.4, 0.9, 0.1, 0.4), ("a", 0.7, 0.1, 0.3, 0.2), ("b", 0.5, 0.2, 0.2, 0.6))  # here IM, entropy disagree
     for row, iou, im, entropy, balanced in later:
         _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=balanced)
+    for row, iou in (("source_only", 0.5), ("b", 0.4)):  # a seed still training: a has no cell yet
+        _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", seed=1, information_maximization=0.1, prediction_entropy=0.1, balanced_rotation_agreement=iou)
     result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long")
     assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pair chooses nothing
+    assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
     entry = result["prospective"]["cpu_long/vnc_to_fafb/seed0"]
     assert entry["n"] == 3 and entry["best"] == "a"
     assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2)}
