@@ -342,3 +342,15 @@ def test_pairs_made_after_the_rule_was_fixed_report_adapts_pick(monkeypatch):
     assert picks == {"vnc_to_fafb": {"rule": "balanced_rotation_agreement", "chosen_on": ["adapt.py's, fixed before these cells"], "per_seed": {0: {"pick": "mmd", "iou": 0.65, "regret": 0.01}}}}
     line = bench_da._label_free_pick_lines(table, picks)[-1]
     assert line == "| VNC → FAFB | balanced_rotation_agreement (adapt.py's, fixed before these cells) | 0: mmd | 0.650 | +0.050 (1/1) | 0.010 |"
+
+
+def test_gap_closed_uses_the_seeds_a_row_shares_with_both_bounds(tmp_path, monkeypatch):
+    """A grid still running: source-only has seed 1, the oracle and the row not yet; seed 1 must not move the row's gap."""
+    bench_da = _benchmark_module(monkeypatch)
+    runs_dir = tmp_path / "runs"
+    for row, iou in (("source_only", 0.40), ("oracle", 0.80), ("mmd", 0.60)):
+        _write_run(runs_dir, row, 0, iou, 0.5, 0.6, budget_name="cpu_long")
+    _write_run(runs_dir, "source_only", 1, 0.60, 0.5, 0.6, budget_name="cpu_long")
+    cells = bench_da.summarise(bench_da._load(runs_dir / "cpu_long"))["vnc_to_fafb"]
+    assert cells["source_only"]["n_seeds"] == 2 and cells["source_only"]["iou"]["mean"] == pytest.approx(0.50)
+    assert cells["mmd"]["gap_closed"] == pytest.approx(0.5) and cells["source_only"]["gap_closed"] == pytest.approx(0.0)
