@@ -200,7 +200,7 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
         entry = {"n": len(regrets), "best": min(regrets, key=regrets.get) if regrets else None}
         for label, rule in rules.items():
             stats = pair_statistics(candidates, RULES[rule], RULE_SCORES[rule]) if rule else {"pick": None, "regret": None}
-            entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"]}
+            entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"], "spearman": stats.get("spearman")}
         for label, fixed in (("fixed row", row), ("no adaptation", "source_only")):
             entry[label] = {"rule": None, "pick": fixed, "regret": regrets.get(fixed)}
         out[name] = entry
@@ -453,12 +453,16 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
         "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`): they choose nothing.",
         f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
         "over all pairs above; `fixed row`: the row with the lowest mean regret over them, deployed unchanged; `no adaptation`:",
-        "source-only. Regret = best candidate's target-test IoU − the pick's.", "",
+        "source-only. Regret = best candidate's target-test IoU − the pick's; ρ: Spearman of the rule's score with target-test IoU over the pair's candidates.", "",
         "| pair | candidates | best on the test labels | " + " | ".join(labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]  # fmt: skip
     for pair, entry in later.items():
-        cells = [f"{entry[k]['pick'] or '–'} ({_fmt(entry[k]['regret'])})" + (f", `{entry[k]['rule']}`" if k == "overall rule" and entry[k]["rule"] else "") for k in labels]
+        cells = [
+            f"{entry[k]['pick'] or '–'} ({_fmt(entry[k]['regret'])}" + (f"; ρ {_fmt(entry[k]['spearman'])}" if entry[k]["rule"] else "") + ")"
+            + (f", `{entry[k]['rule']}`" if k == "overall rule" and entry[k]["rule"] else "")
+            for k in labels
+        ]  # fmt: skip
         lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")
     if unfinished:
         lines += ["", "Still training, not judged until they have every candidate of their budget and direction: "

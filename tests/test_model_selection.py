@@ -105,7 +105,7 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
     entry = result["prospective"]["cpu_long/vnc_to_fafb/seed0"]
     assert entry["n"] == 3 and entry["best"] == "a"
-    assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2)}
+    assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2), "spearman": pytest.approx(-0.5)}
     assert entry["overall rule"]["rule"] == "negative_entropy" and entry["overall rule"]["pick"] == "source_only"  # entropy 0.1 lowest
     assert entry["overall rule"]["regret"] == pytest.approx(0.3)
     assert entry["fixed row"] == {"rule": None, "pick": "b", "regret": pytest.approx(0.2)}  # the best earlier row among the later candidates
