@@ -63,6 +63,15 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
 
+def _margin_line(name: str, scores: dict, rule: str, pick: str) -> list[str]:
+    """How far the pick leads the runner-up in the rule's score: a lead in the third digit does not tell them apart."""
+    others = {n: s[rule] for n, s in scores.items() if n != pick and s.get(rule) is not None}
+    if not others:
+        return []
+    runner_up = max(others, key=others.get)
+    return [f"The pick leads the runner-up, {runner_up}, by {scores[pick][rule] - others[runner_up]:.3f} in `{rule}`; when that is small, the score does not tell them apart: compare their masks of the target region in `{name}/candidates/`.", ""]
+
+
 def write_report(out_dir: Path, summary: dict) -> Path:
     """Write ``out_dir/report.md`` (and its PNGs beside it) from ``adapt.run``'s summary."""
     rule = summary["rule"]
@@ -92,7 +101,7 @@ def write_report(out_dir: Path, summary: dict) -> Path:
             if metrics:
                 row += [f"{metrics[candidate]['iou']:.3f}", f"{metrics[candidate]['dice']:.3f}"]
             rows.append(row)
-        lines += _table(rows) + [""]
+        lines += _table(rows) + [""] + _margin_line(name, scores, rule, pick)
         if metrics:
             best = max(metrics, key=lambda n: metrics[n]["iou"])
             lines += [
