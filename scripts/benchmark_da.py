@@ -659,10 +659,12 @@ def budget_effect_lines(effects: dict) -> list[str]:
         ran = [n for n in SEED_METHODS if len(rows) == len(DIRECTIONS) and all(n in r for r in rows)]
         helps = [n for n in ran if all(min(r[n]) > 0 for r in rows)]
         hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
-        seeds = max((len(deltas) for r in rows for deltas in r.values()), default=0)
+        counts = [len(r[n]) for r in rows for n in SEED_METHODS if n in r] or [len(d) for r in rows for d in r.values()] or [0]
+        fewest, most = min(counts), max(counts)  # a grid still running: the verdict waits for its slowest seed method
         caveat = "" if all(e["equal_training"] for e in directions.values()) else f", vs source-only: {CONTINUED} not run yet"
-        head = f"- `{budget}` ({seeds} seed{'' if seeds == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
-        if seeds < SEEDS_REQUIRED:
+        seeds = f"{fewest}" if fewest == most else f"{fewest}–{most}"
+        head = f"- `{budget}` ({seeds} seed{'' if most == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
+        if fewest < SEEDS_REQUIRED:
             lines.append(head + f"seed methods' Δ {_effect_range(rows)}; no verdict before {SEEDS_REQUIRED} seeds.")
             continue
         lines.append(head + f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}.")

@@ -177,6 +177,7 @@ def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_train
         "cpu": {"vnc_to_fafb": {**cpu, "rows": {"oracle": [0.3, 0.2, 0.25], "mmd": [0.05, 0.01, 0.02], "coral": [-0.02, -0.01, 0.0]}},
                 "fafb_to_vnc": {**cpu, "rows": {"oracle": [0.4, 0.4, 0.4], "mmd": [0.02, 0.03, 0.01], "coral": [0.1, 0.2, 0.1]}}},
         "cpu_long": {"vnc_to_fafb": {"baseline": "source_only", "baseline_iou": 0.6, "equal_training": False, "rows": {"oracle": [0.2], "mmd": [-0.01]}}},
+        "gpu": {d: {**cpu, "rows": {"mmd": [0.1, 0.1, 0.1], "coral": [0.1]}} for d in ("vnc_to_fafb", "fafb_to_vnc")},  # coral has 1 seed so far
     }  # fmt: skip
     lines = bench_da.budget_effect_lines(effects)
     assert "| cpu | VNC → FAFB | source_only (0.500) | +0.25 ± 0.05 (3/3) | +0.03 ± 0.02 (3/3) | -0.01 ± 0.01 (0/3) | – | – | – |" in lines
@@ -187,6 +188,7 @@ def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_train
         "- `cpu_long` (1 seed, 0 of 5 seed methods run, vs source-only: source_only_continued not run yet): seed methods' Δ -0.01 to -0.01; "
         "no verdict before 3 seeds."
     )
+    assert verdicts[2] == "- `gpu` (1–3 seeds, 2 of 5 seed methods run): seed methods' Δ +0.10 to +0.10; no verdict before 3 seeds."
     assert "`cpu_long` 2000 iterations on top of the source-only model" in lines[0] and "(batches of 4 × 128² at 10 nm unless noted)" in lines[0]
 
 
