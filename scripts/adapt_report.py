@@ -85,15 +85,13 @@ def write_report(out_dir: Path, summary: dict) -> Path:
         "matrix: a predicted fraction far from it hints at over- or under-segmentation.",
         "",
     ]
+    columns = dict.fromkeys((rule, "consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction"))
+    header = ["candidate", f"{rule} (pick's score)"] + [COLUMN_TITLES[k] for k in columns if k != rule]
     for name, target in summary["targets"].items():
         scores, pick = target["scores"], target["pick"]
         lines += [f"## {name}", "", f"Target `{target['image']}`: picked **{pick}**; mask `{target['outputs']['mask']}`, OME-Zarr `{target['outputs']['zarr']}`.", ""]
-        columns = dict.fromkeys((rule, "consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction"))
-        header = ["candidate", f"{rule} (pick's score)"] + [COLUMN_TITLES[k] for k in columns if k != rule]
         metrics = target.get("metrics")
-        if metrics:
-            header += ["IoU (test labels)", "Dice (test labels)"]
-        rows = [header]
+        rows = [header + ["IoU (test labels)", "Dice (test labels)"] if metrics else header]
         for candidate, s in scores.items():
             row = [f"**{candidate}**" if candidate == pick else candidate] + [
                 "n/a" if s.get(k) is None else f"{s[k]:.3f}" for k in columns

@@ -199,8 +199,8 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
         regrets = _row_regrets(candidates)
         entry = {"n": len(regrets), "best": min(regrets, key=regrets.get) if regrets else None}
         for label, rule in rules.items():
-            stats = pair_statistics(candidates, RULES[rule], RULE_SCORES[rule]) if rule else {"pick": None, "regret": None}
-            entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"], "spearman": stats.get("spearman")}
+            stats = pair_statistics(candidates, RULES[rule], RULE_SCORES[rule]) if rule else {"pick": None, "regret": None, "spearman": None}
+            entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"], "spearman": stats["spearman"]}
         for label, fixed in (("fixed row", row), ("no adaptation", "source_only")):
             entry[label] = {"rule": None, "pick": fixed, "regret": regrets.get(fixed)}
         out[name] = entry
@@ -210,11 +210,12 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
 def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """The ``later`` pairs with every candidate that any seed of their budget and direction has, and the
     others as "n of N" (still training: their best candidate may not exist yet, so they are not judged)."""
+    grid = {pair: pair.rsplit("/", 1)[0] for pair in later}  # budget/direction/seed -> budget/direction
     rows: dict[str, set[str]] = {}
     for pair, candidates in later.items():
-        rows.setdefault(pair.rsplit("/", 1)[0], set()).update(candidates)
-    complete = {p: c for p, c in later.items() if set(c) >= rows[p.rsplit("/", 1)[0]]}
-    return complete, {p: f"{len(c)} of {len(rows[p.rsplit('/', 1)[0]])}" for p, c in later.items() if p not in complete}
+        rows.setdefault(grid[pair], set()).update(candidates)
+    complete = {p: c for p, c in later.items() if set(c) >= rows[grid[p]]}
+    return complete, {p: f"{len(c)} of {len(rows[grid[p]])}" for p, c in later.items() if p not in complete}
 
 
 def with_development(budgets: tuple[str, ...], runs_dir: Path) -> tuple[str, ...]:
