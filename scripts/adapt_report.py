@@ -3,9 +3,11 @@ scores, overlays of source-only vs the pick, and (with ``--evaluate``) target-te
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+from benchmark_common import RESULTS
 from label_free import TARGET_REGION, read_zarr
 
 from custom.data.readers import read_volume
@@ -14,6 +16,7 @@ from custom.visualize import save_overlay_png
 
 REPORT = "report.md"
 BASELINE = "source_only"
+CALIBRATION = RESULTS / "label_free_selection.json"  # model_selection.py validate: how far apart scores must be
 COLUMN_TITLES = {
     "consensus_agreement": "consensus Dice", "information_maximization": "IM", "prediction_entropy": "entropy",
     "predicted_foreground_fraction": "predicted fg", "bbse_foreground_fraction": "BBSE fg",
@@ -63,13 +66,36 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
 
+def validated_lead(rule: str, lead: float, calibration_path: Path = CALIBRATION) -> dict | None:
+    """The bin of the project's validation (``model_selection.lead_calibration``) that a lead of ``lead`` in
+    ``rule`` falls in: how often candidates that far apart were ordered as their target-test IoU.
+    None without that validation for ``rule``."""
+    if not calibration_path.is_file():
+        return None
+    calibration = json.loads(calibration_path.read_text()).get("lead_calibration")
+    if not calibration or calibration["rule"] != rule:
+        return None
+    found = next((b for b in reversed(calibration["bins"]) if lead >= b["lower"]), None)
+    return found if found and found["n"] else None
+
+
 def _margin_line(name: str, scores: dict, rule: str, pick: str) -> list[str]:
-    """How far the pick leads the runner-up in the rule's score: a lead in the third digit does not tell them apart."""
+    """How far the pick leads the runner-up in the rule's score, and how often leads that size ordered
+    two candidates correctly in the project's validation."""
     others = {n: s[rule] for n, s in scores.items() if n != pick and s.get(rule) is not None}
     if not others:
         return []
     runner_up = max(others, key=others.get)
-    return [f"The pick leads the runner-up, {runner_up}, by {scores[pick][rule] - others[runner_up]:.3f} in `{rule}`; when that is small, the score does not tell them apart: compare their masks of the target region in `{name}/candidates/`.", ""]
+    lead = scores[pick][rule] - others[runner_up]
+    line = f"The pick leads the runner-up, {runner_up}, by {lead:.3f} in `{rule}`."
+    found = validated_lead(rule, lead)
+    if found:
+        line += (
+            f" In the project's validation (`results/{CALIBRATION.name}`), of {found['n']} pairs of candidates whose scores differed by"
+            f" {found['lower']:g}{' or more' if found['upper'] is None else ' to ' + format(found['upper'], 'g')}, the higher-scored one had the higher"
+            f" target-test IoU in {100 * found['ordered']:.0f} % (50 %: a coin toss); their IoU differed by {found['iou_gap']:.3f} on average."
+        )
+    return [line + f" To check a close call, compare their masks of the target region in `{name}/candidates/`.", ""]
 
 
 def write_report(out_dir: Path, summary: dict) -> Path:

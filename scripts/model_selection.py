@@ -207,6 +207,32 @@ def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, di
     return out
 
 
+# Bins of the score difference between two candidates of one pair (``lead_calibration``)
+LEAD_EDGES = (0.0, 0.005, 0.01, 0.02, 0.05)
+
+
+def lead_calibration(pairs: dict[str, dict[str, dict]], rule: str = PICK_RULE, edges: tuple[float, ...] = LEAD_EDGES) -> dict:
+    """How often ``rule``'s score orders two candidates of one pair as their target-test IoU does, by how
+    far apart the two scores are: per bin [lower, upper) of the difference, the number of candidate pairs,
+    the share in which the higher-scored candidate has the higher IoU, and the mean IoU difference
+    (higher-scored minus lower-scored) and mean absolute difference (what ordering them wrongly risks). Candidates with equal scores (a TTA candidate and its plain twin
+    share the network's score) are left out: the score does not order them."""
+    score, bins = RULES[rule], [{"lower": lo, "upper": hi, "leads": []} for lo, hi in zip(edges, (*edges[1:], None))]
+    for candidates in pairs.values():
+        scored = [(score(c["scores"]), c["iou"]) for c in candidates.values() if c["scores"] and score(c["scores"]) is not None]
+        for i, (score_i, iou_i) in enumerate(scored):
+            for score_j, iou_j in scored[i + 1 :]:
+                if score_i == score_j:
+                    continue
+                lead, gain = (score_i - score_j, iou_i - iou_j) if score_i > score_j else (score_j - score_i, iou_j - iou_i)
+                next(b for b in reversed(bins) if lead >= b["lower"])["leads"].append(gain)
+    for b in bins:
+        gains = b.pop("leads")
+        means = (np.mean([g > 0 for g in gains]), np.mean(gains), np.mean(np.abs(gains))) if gains else (None, None, None)
+        b.update(n=len(gains), **{k: None if v is None else float(v) for k, v in zip(("ordered", "iou_difference", "iou_gap"), means)})
+    return {"rule": rule, "pairs": len(pairs), "bins": bins}
+
+
 def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """The ``later`` pairs with every candidate that any seed of their budget and direction has, and the
     others as "n of N" (still training: their best candidate may not exist yet, so they are not judged)."""
@@ -310,6 +336,7 @@ def validate(
     later, unfinished = complete_pairs(later)
     if later:
         result["prospective"] = prospective(pairs, later)
+    result["lead_calibration"] = lead_calibration({**pairs, **later})
     if unfinished:
         result["prospective_unfinished"] = unfinished
     write_result(Path(out) / f"{REPORT}.json", result)
@@ -441,7 +468,26 @@ def _markdown(result: dict) -> str:
         lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
     lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()]
-    return "\n".join(lines + _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))) + "\n"
+    lines += _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))
+    return "\n".join(lines + _calibration_markdown(result["lead_calibration"])) + "\n"
+
+
+def _calibration_markdown(calibration: dict) -> list[str]:
+    """The section on how far apart two candidates' scores must be for the rule to order them (``lead_calibration``)."""
+    lines = [
+        "", f"## How far apart must two candidates score? (`{calibration['rule']}`)", "",
+        f"Every two candidates of one pair ({calibration['pairs']} pairs: those above and the complete prospective ones), by the",
+        "difference of their scores: how often the higher-scored one has the higher target-test IoU, the mean IoU difference",
+        "(higher-scored minus lower-scored) and the mean absolute one (what ordering them wrongly risks).",
+        "`adapt.py`'s report quotes the row its pick's lead falls in.", "",
+        "| score difference | candidate pairs | higher-scored has the higher IoU | mean IoU difference | mean absolute IoU difference |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for b in calibration["bins"]:
+        span = f"≥ {b['lower']:g}" if b["upper"] is None else f"{b['lower']:g} – {b['upper']:g}"
+        values = ["–"] * 3 if b["ordered"] is None else [f"{100 * b['ordered']:.0f} %", f"{b['iou_difference']:+.3f}", f"{b['iou_gap']:.3f}"]
+        lines.append(f"| {span} | {b['n']} | " + " | ".join(values) + " |")
+    return lines
 
 
 def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) -> list[str]:

@@ -113,6 +113,30 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     assert "## Prospective pairs" in (tmp_path / "label_free_selection.md").read_text()
 
 
+def test_lead_calibration_counts_how_often_a_lead_orders_two_candidates_by_iou(tmp_path):
+    """Each two candidates of a pair fall in the bin of their score difference; equal scores are left out."""
+    rule = model_selection.PICK_RULE
+    pairs = {
+        "cpu/vnc_to_fafb/seed0": {n: {"iou": iou, "scores": {model_selection.RULE_SCORES[rule]: s}} for n, iou, s in
+                                  (("a", 0.50, 0.900), ("b", 0.60, 0.902), ("c", 0.40, 0.930), ("twin", 0.45, 0.930))},
+        "cpu/fafb_to_vnc/seed0": {n: {"iou": iou, "scores": {model_selection.RULE_SCORES[rule]: s}} for n, iou, s in (("a", 0.3, 0.56), ("b", 0.2, 0.5))},
+    }  # fmt: skip
+    calibration = model_selection.lead_calibration(pairs)
+    bins = {b["lower"]: b for b in calibration["bins"]}
+    # differences: a-b 0.002 (b higher and better); c and twin lead a and b by 0.028-0.03 and are worse; c-twin 0 (left
+    # out); the other pair's a leads b by 0.06 and is better
+    assert bins[0.0] == {"lower": 0.0, "upper": 0.005, "n": 1, "ordered": 1.0, "iou_difference": pytest.approx(0.1), "iou_gap": pytest.approx(0.1)}
+    assert bins[0.02]["n"] == 4 and bins[0.02]["ordered"] == 0.0 and bins[0.02]["iou_difference"] == pytest.approx(-0.125)
+    assert bins[0.05]["upper"] is None and bins[0.05]["n"] == 1 and bins[0.05]["ordered"] == 1.0
+    assert bins[0.005]["n"] == bins[0.01]["n"] == 0 and bins[0.01]["ordered"] is None and calibration["pairs"] == 2
+    path = tmp_path / "label_free_selection.json"
+    path.write_text(json.dumps({"lead_calibration": calibration}))
+    import adapt_report
+
+    assert adapt_report.validated_lead(rule, 0.03, path)["lower"] == 0.02 and adapt_report.validated_lead(rule, 0.012, path) is None  # empty bin
+    assert adapt_report.validated_lead("consensus_agreement", 0.03, path) is None and adapt_report.validated_lead(rule, 0.03, tmp_path / "absent.json") is None
+
+
 def test_pick_defaults_to_the_rule_adapt_picks_with():
     import inspect
 
