@@ -191,3 +191,20 @@ def test_bad_recipes_are_refused(tmp_path, files, match):
         (tmp_path / f"{name}.json").write_text(json.dumps(content))
     with pytest.raises(recipes.RecipeError, match=match):
         recipes.load_recipes(tmp_path)
+
+
+def test_committed_adapt_runs_match_their_readme():
+    """Every recorded real run in results/adapt/ is described by its README with the recorded pick and metrics."""
+    results = REPO_ROOT / "results" / "adapt"
+    readme = (results / "README.md").read_text()
+    records = sorted(results.glob("*.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        assert f"`{path.name}`" in readme and f"![scores]({path.stem}_scores.png)" in readme and (results / f"{path.stem}_scores.png").is_file()
+        ious = {n: (m["metrics"] if "metrics" in m else m)["iou"] for n, m in record["target_test_metrics"].items()}
+        for name, iou in ious.items():
+            s = record["label_free_scores"][name]
+            label = f"**{name}** (pick)" if name == record["pick"] else name
+            row = f"| {label} | {s[record['rule']]:.3f} | {s['predicted_foreground_fraction']:.3f} | {s['bbse_foreground_fraction']:.3f} | {iou:.3f} |"
+            assert row in readme, row
