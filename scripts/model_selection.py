@@ -123,10 +123,11 @@ def pair_statistics(candidates: dict[str, dict], score: Callable[[dict], float |
     names = list(scored)
     values, ious = [scored[n][0] for n in names], [scored[n][1] for n in names]
     top = names[int(np.argmax(values))]  # ties: the first candidate in order
+    constant = len(set(values)) == 1  # ranks nothing: no correlation (scipy would give NaN)
     return {
         "n": len(names),
-        "spearman": float(spearmanr(values, ious).statistic),
-        "kendall": float(kendalltau(values, ious).statistic),
+        "spearman": None if constant else float(spearmanr(values, ious).statistic),
+        "kendall": None if constant else float(kendalltau(values, ious).statistic),
         "regret": float(max(ious) - scored[top][1]),
         "pick": top,
     }
@@ -309,6 +310,18 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     return pairs
 
 
+def collect_adapt_runs(folder: Path) -> dict[str, dict[str, dict]]:
+    """The recorded ``adapt.py`` runs with target-test metrics (``results/adapt/*.json``) as pairs
+    ``adapt/<record>``: each candidate's label-free scores and target-test IoU."""
+    pairs = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("target_test_metrics"):
+            metrics = {n: m.get("metrics", m) for n, m in record["target_test_metrics"].items()}
+            pairs[f"adapt/{path.stem}"] = {n: {"iou": metrics[n]["iou"], "scores": dict(record["label_free_scores"][n])} for n in metrics}
+    return pairs
+
+
 def validate(
     runs_dir: str = str(RESULTS / "runs"),
     work_dir: str = "runs/benchmark_da",
@@ -316,12 +329,14 @@ def validate(
     out: str = str(RESULTS),
     compute: str | tuple = (),
     later_budgets: str | tuple = (),
+    adapt_runs: str = str(RESULTS / "adapt"),
 ) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
     they exist), and the held-out regret; ``results/label_free_selection.{md,json,png}``.
     ``compute``: scores of ``COMPUTABLE`` (``rotation_agreement``, ``dev``) to compute for cells recorded without them (``collect_pairs``).
     ``later_budgets``: budgets whose pairs were made after the rules were fixed; they choose nothing and
-    are reported apart (``prospective``)."""
+    are reported apart (``prospective``), as are the recorded ``adapt.py`` runs in ``adapt_runs`` (made
+    after adapt.py's rule was fixed; "" for none)."""
     missing = _missing(compute)
     budget_list = with_development(_names(budgets), Path(runs_dir))
     work = Path(work_dir) if Path(work_dir).is_dir() else None
@@ -329,6 +344,8 @@ def validate(
         {k: v for k, v in collect_pairs(Path(runs_dir), work, names, missing).items() if any(c["scores"] for c in v.values())}
         for names in (budget_list, _names(later_budgets))
     )
+    if adapt_runs:
+        later.update(collect_adapt_runs(Path(adapt_runs)))
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
     table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
@@ -497,7 +514,8 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
     labels = ("adapt.py rule", "overall rule", "fixed row", "no adaptation")
     lines = [
         "", "## Prospective pairs", "",
-        "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`): they choose nothing.",
+        "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`) and the recorded `adapt.py`",
+        "runs (`adapt/<record>`, `results/adapt/`, each with its own candidates and pre-registered target): they choose nothing.",
         f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
         "over all pairs above; `fixed row`: the row with the lowest mean regret over them, deployed unchanged; `no adaptation`:",
         "source-only. Regret = best candidate's target-test IoU − the pick's; ρ: Spearman of the rule's score with target-test IoU over the pair's candidates.", "",

@@ -62,7 +62,7 @@ def test_validate_correlations_regret_and_held_out_rule(tmp_path):
             _cell(runs, direction, row, kind, iou, information_maximization=im, prediction_entropy=entropy, predicted_foreground_fraction=0.1, bbse_foreground_fraction=None)
         _cell(runs, direction, "oracle", "bound", 0.9, information_maximization=0.9, prediction_entropy=0.0, predicted_foreground_fraction=0.1)  # not a candidate
         _cell(runs, direction, "scale_match", "uda", 0.8)  # no scores (not deployable): left out
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
     im = result["table"]["information_maximization"]["cpu/vnc_to_fafb/seed0"]
     assert im["spearman"] == pytest.approx(1.0) and im["kendall"] == pytest.approx(1.0) and im["regret"] == 0.0 and im["pick"] == "b"
     entropy = result["table"]["negative_entropy"]["cpu/vnc_to_fafb/seed0"]
@@ -78,7 +78,7 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
     for direction, im_good in (("vnc_to_fafb", True), ("vnc_to_fafb@coarse", False), ("fafb_to_vnc", False)):
         for row, iou, im, entropy in (("source_only", 0.3, 0.1, 0.3), ("a", 0.5, 0.3, 0.1), ("b", 0.6, 0.4, 0.2)):
             _cell(runs, direction, row, "uda", iou, information_maximization=im if im_good else -im, prediction_entropy=entropy, predicted_foreground_fraction=0.1)
-    held = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))["held_out"]
+    held = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")["held_out"]
     # on fafb_to_vnc (the only other family) negative entropy has regret 0.1, IM 0.3: entropy is chosen for vnc_to_fafb
     assert held["vnc_to_fafb"]["rule"] == "negative_entropy" and held["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc"]
     assert held["vnc_to_fafb"]["regret"] == pytest.approx(0.1) and set(held["vnc_to_fafb"]["regrets"]) == {"cpu/vnc_to_fafb/seed0", "cpu/vnc_to_fafb@coarse/seed0"}
@@ -100,9 +100,19 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
         _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", information_maximization=im, prediction_entropy=entropy, balanced_rotation_agreement=balanced)
     for row, iou in (("source_only", 0.5), ("b", 0.4)):  # a seed still training: a has no cell yet
         _cell(runs, "vnc_to_fafb", row, "uda", iou, budget="cpu_long", seed=1, information_maximization=0.1, prediction_entropy=0.1, balanced_rotation_agreement=iou)
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long")
-    assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pair chooses nothing
-    assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
+    adapt = tmp_path / "adapt"  # a recorded adapt.py run (metrics as the evaluation writes them), and one without --evaluate
+    adapt.mkdir()
+    (adapt / "run.json").write_text(json.dumps({
+        "target_test_metrics": {n: {"metrics": {"iou": iou}} for n, iou in (("source_only", 0.6), ("tent", 0.8), ("a", 0.7))},
+        "label_free_scores": {n: {"prediction_entropy": 0.1, "balanced_rotation_agreement": b} for n, b in (("source_only", 0.9), ("tent", 0.95), ("a", 0.97))},
+    }))  # fmt: skip
+    (adapt / "unlabelled.json").write_text(json.dumps({"label_free_scores": {}}))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long", adapt_runs=str(adapt))
+    assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pairs choose nothing
+    assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0", "adapt/run"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
+    run = result["prospective"]["adapt/run"]
+    assert run["best"] == "tent" and run["adapt.py rule"]["pick"] == "a" and run["adapt.py rule"]["regret"] == pytest.approx(0.1)
+    assert run["overall rule"]["rule"] == "negative_entropy" and run["overall rule"]["spearman"] is None  # a constant score ranks nothing
     entry = result["prospective"]["cpu_long/vnc_to_fafb/seed0"]
     assert entry["n"] == 3 and entry["best"] == "a"
     assert entry["adapt.py rule"] == {"rule": model_selection.PICK_RULE, "pick": "b", "regret": pytest.approx(0.2), "spearman": pytest.approx(-0.5)}
@@ -159,7 +169,7 @@ def test_a_rule_whose_score_a_candidate_never_recorded_does_not_rank_the_pair():
 def test_validate_says_when_no_cell_has_scores(tmp_path):
     _cell(tmp_path / "runs", "vnc_to_fafb", "a", "uda", 0.5)
     with pytest.raises(SystemExit, match="records label-free scores"):
-        model_selection.validate(runs_dir=str(tmp_path / "runs"), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+        model_selection.validate(runs_dir=str(tmp_path / "runs"), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
 
 
 def test_only_deployable_recipes_are_scored():
