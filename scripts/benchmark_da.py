@@ -150,6 +150,10 @@ EFFECT_ROWS = ("oracle", *SEED_METHODS)
 # consistency with and without TTA, the declared label-free row and fine-tuning (the seed methods are in
 # its table of every budget, ``budget_effects``); every row is in results/da_benchmark.md
 BRIEF_ROWS = ("source_only", "oracle", "adabn", "tent", "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100")
+# The rows of each direction's main table in the main grid's report: bounds, the test-time baselines, the seed methods
+# (Y-Net also semi-supervised), plain consistency with and without TTA, the declared row and fine-tuning. The grid's
+# other rows follow in an appendix; a budget with its own grid (``DEFAULT_ROWS``) shows all of it.
+TABLE_ROWS = ("source_only", "oracle", "adabn", "tent", *SEED_METHODS, "consistency", "consistency_tta", BEST_UDA, "ft_10", "ft_100", "ynet_ft_10")
 
 
 def _direction_title(direction: str) -> str:
@@ -509,8 +513,14 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
         "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only), means over the seeds the row shares with both; paired Δ =",
         "the row's IoU minus source-only's, seed by seed (mean ± std), and on how many seeds the row beats source-only.",
-        "Exploratory rows (added beyond the issue's rows, run only when named with `run --rows`, never candidates",
-        "for the label-free choice) are in the appendix at the end.",
+        *(
+            ["The main tables show the bounds, the test-time baselines, the seed methods, plain consistency with and without TTA, the",
+             "declared label-free row and fine-tuning; the grid's other rows are in an appendix, as are the exploratory rows (added",
+             "beyond the issue's rows, run only when named with `run --rows`, never candidates for the label-free choice)."]
+            if not grid else
+            ["Exploratory rows (added beyond the issue's rows, run only when named with `run --rows`, never candidates",
+             "for the label-free choice) are in the appendix at the end."]
+        ),
         *(f"The {row.name} trains {row.epochs_factor} × as long ({row.epochs(budget)} epochs): as many iterations as a row that starts from source-only has in all." for row in ROWS if row.epochs_factor != 1),
         *(
             [f"Equal total training: every unsupervised row that would train from scratch starts from the same seed's {budget['adapt_from']} model "
@@ -520,8 +530,9 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         ),
         "",
     ]
+    tabled = set(grid) or set(TABLE_ROWS)
     for direction, cells in table.items():
-        main = {n: c for n, c in cells.items() if not ROW_BY_NAME[n].exploratory}
+        main = {n: c for n, c in cells.items() if n in tabled}
         shown = {n: c for n, c in main.items() if _identical_to(n, cells) is None}
         control = cells.get(CONTINUED) if budget.get("adapt_from") else None
         lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"), control)]
@@ -543,6 +554,12 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
     if scale_lines:
         lines += ["## Target pixel sizes chosen by scale matching", "", *scale_lines, ""]
     for direction, cells in table.items():
+        others = {n: c for n, c in cells.items() if n not in tabled and not ROW_BY_NAME[n].exploratory}
+        shown = {n: c for n, c in others.items() if _identical_to(n, cells) is None}
+        if shown:
+            lines += [f"## Appendix: the grid's other rows, {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"))]
+            lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in others if n not in shown]
+            lines.append("")
         extra = {n: c for n, c in cells.items() if ROW_BY_NAME[n].exploratory}
         if extra:
             lines += [f"## Appendix: exploratory rows, {_direction_title(direction)}", "", *_table_lines(extra, cells.get("source_only")), ""]
@@ -731,9 +748,11 @@ def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
         if per_seed:
             picks[direction] = {"rule": rule, "chosen_on": held["chosen_on"], "per_seed": dict(sorted(per_seed.items()))}
     for pair, entry in (selection.get("prospective") or {}).items():  # pairs made after the rule was fixed: adapt.py's rule
-        pair_budget, direction, seed_name = pair.split("/")
+        if not pair.startswith(f"{budget}/"):  # another budget's, or a recorded adapt.py run (adapt/<record>)
+            continue
+        _, direction, seed_name = pair.split("/")
         chosen, cells = entry["adapt.py rule"], table.get(direction, {})
-        if pair_budget != budget or chosen["pick"] not in cells:
+        if chosen["pick"] not in cells:
             continue
         seed = int(seed_name.removeprefix("seed"))
         iou = cells[chosen["pick"]]["iou_per_seed"].get(seed)

@@ -69,6 +69,8 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     assert "Exploratory rows (*, 1; not candidates for the label-free choice): best on the test labels (optimistic) class_mmd, 5 % of the gap over 2 seed(s)." in text
     assert "| class_mmd | uda* | 2 |" in text and "all rows have" not in text
     assert text.index("## Appendix: exploratory rows, VNC → FAFB") < text.index("| class_mmd | uda* | 2 |")  # out of the main table
+    # the main table: bounds, baselines, seed methods, the declared row, fine-tuning; the grid's other rows after it
+    assert text.index("| coral | uda | 2 |") < text.index("## Status") < text.index("## Appendix: the grid's other rows, VNC → FAFB") < text.index("| scale_match | uda | 2 |")
     coral_line = next(line for line in text.splitlines() if line.startswith("| coral |"))
     mmd_line = next(line for line in text.splitlines() if line.startswith("| mmd |"))
     assert coral_line.endswith("| 55 % | +0.220 ± 0.071 (2/2) |") and mmd_line.endswith("| -0.100 ± 0.071 (0/2) |")
@@ -339,7 +341,8 @@ def test_pairs_made_after_the_rule_was_fixed_report_adapts_pick(monkeypatch):
     cell = lambda ious: {"iou_per_seed": ious}  # noqa: E731
     table = {"vnc_to_fafb": {"source_only": cell({0: 0.6}), "coral": cell({0: 0.66}), "mmd": cell({0: 0.65})}}
     pick = {"rule": "balanced_rotation_agreement", "pick": "mmd", "regret": 0.01}
-    selection = {"held_out": {}, "table": {}, "prospective": {"cpu_long/vnc_to_fafb/seed0": {"adapt.py rule": pick}, "cpu_fair/vnc_to_fafb/seed0": {"adapt.py rule": pick}}}
+    later = {"cpu_long/vnc_to_fafb/seed0": {"adapt.py rule": pick}, "cpu_fair/vnc_to_fafb/seed0": {"adapt.py rule": pick}, "adapt/membranes_run": {"adapt.py rule": pick}}
+    selection = {"held_out": {}, "table": {}, "prospective": later}  # another budget's pair and a recorded adapt.py run are not this budget's
     picks = bench_da.label_free_picks(table, selection, "cpu_long")
     assert picks == {"vnc_to_fafb": {"rule": "balanced_rotation_agreement", "chosen_on": ["adapt.py's, fixed before these cells"], "per_seed": {0: {"pick": "mmd", "iou": 0.65, "regret": 0.01}}}}
     line = bench_da._label_free_pick_lines(table, picks)[-1]
