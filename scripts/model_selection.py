@@ -144,7 +144,7 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     (ties: ``RULES`` order), applied to every pair of the held-out family. A family is a real
     direction with all its seeds and development pairs, so no pair sharing the held-out direction's
     data or models helps choose its rule. ``regret``: the mean over the family's real (not
-    development) pairs."""
+    development) pairs, or over all its pairs for a family of development pairs only."""
     out = {}
     for held in sorted({family(p) for p in pairs}):
         others = [p for p in pairs if family(p) != held]
@@ -153,7 +153,7 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
             out[held] = {"rule": None, "regret": None}
             continue
         regrets = {p: pair_statistics(pairs[p], RULES[rule], RULE_SCORES[rule])["regret"] for p in pairs if family(p) == held}
-        real = [r for p, r in regrets.items() if "@" not in p and r is not None]
+        real = [r for p, r in regrets.items() if "@" not in p and r is not None] or [r for r in regrets.values() if r is not None]
         out[held] = {
             "rule": rule,
             "chosen_on": sorted({family(p) for p in others}),
@@ -311,14 +311,19 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
 
 
 def collect_adapt_runs(folder: Path) -> dict[str, dict[str, dict]]:
-    """The recorded ``adapt.py`` runs with target-test metrics (``results/adapt/*.json``) as pairs
-    ``adapt/<record>``: each candidate's label-free scores and target-test IoU."""
+    """The recorded ``adapt.py`` runs with target-test metrics (``results/adapt/*.json``) as pairs: each
+    candidate's label-free scores and target-test IoU. A record names its ``family`` (a benchmark
+    direction, or a task such as ``membranes``) and its ``target_shift`` (a development re-imaging, or
+    None for real data); the pair is ``adapt/<family>[@<shift>]/<record>``, so ``family`` and the
+    real / development split read it as they read the benchmark's pairs."""
     pairs = {}
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
         if record.get("target_test_metrics"):
             metrics = {n: m.get("metrics", m) for n, m in record["target_test_metrics"].items()}
-            pairs[f"adapt/{path.stem}"] = {n: {"iou": metrics[n]["iou"], "scores": dict(record["label_free_scores"][n])} for n in metrics}
+            shift = f"@{record['target_shift']}" if record.get("target_shift") else ""
+            key = f"adapt/{record['family']}{shift}/{path.stem}"
+            pairs[key] = {n: {"iou": metrics[n]["iou"], "scores": dict(record["label_free_scores"][n])} for n in metrics}
     return pairs
 
 
@@ -344,12 +349,14 @@ def validate(
         {k: v for k, v in collect_pairs(Path(runs_dir), work, names, missing).items() if any(c["scores"] for c in v.values())}
         for names in (budget_list, _names(later_budgets))
     )
-    if adapt_runs:
-        later.update(collect_adapt_runs(Path(adapt_runs)))
+    recorded = collect_adapt_runs(Path(adapt_runs)) if adapt_runs else {}
+    later.update(recorded)
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
     table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
     result = {"rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "held_out": held_out(pairs), "fixed_row_held_out": fixed_row_held_out(pairs)}
+    if recorded:  # pre-registered in ca87c2e: the recorded runs as pairs of their families, beside the result above
+        result["held_out_with_adapt_runs"] = held_out({**pairs, **recorded})
     later, unfinished = complete_pairs(later)
     if later:
         result["prospective"] = prospective(pairs, later)
@@ -476,13 +483,11 @@ def _markdown(result: dict) -> str:
         means = [_mean([table[r][p][k] for p in group]) for group in (real, development) for k in ("spearman", "regret")]
         lines.append(f"| {r} | " + " | ".join(_fmt(m) for m in means) + " |")
     lines += ["", f"Held-out: for each real direction, the rule with the lowest mean regret over the pairs of the *other* directions (their seeds and development pairs) is applied to it; goal ≤ {GOAL_REGRET} IoU.", ""]
-    for held, h in result["held_out"].items():
-        if h["rule"] is None:
-            lines.append(f"- {held}: no rule could be chosen (no other direction with scores)")
-            continue
-        seeds = ", ".join(f"{p.split('/')[-1]} {_fmt(r)}" for p, r in h["regrets"].items() if "@" not in p)
-        verdict = "meets the goal" if h["regret"] is not None and h["regret"] <= GOAL_REGRET else "misses the goal"
-        lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
+    lines += _held_out_lines(result["held_out"])
+    if result.get("held_out_with_adapt_runs"):
+        lines += ["", "The same step with the recorded `adapt.py` runs (`results/adapt/`) as pairs too: a run on a direction's data in its",
+                  "family, a run on another task's re-imaged target a development pair of that task's family (regret over its pairs):", ""]  # fmt: skip
+        lines += _held_out_lines(result["held_out_with_adapt_runs"])
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
     lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()]
     lines += _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))
@@ -507,6 +512,20 @@ def _calibration_markdown(calibration: dict) -> list[str]:
     return lines
 
 
+def _held_out_lines(held_out_result: dict[str, dict]) -> list[str]:
+    """One line per held-out family: its rule, where it was chosen and its regret against the goal."""
+    lines = []
+    for held, h in held_out_result.items():
+        if h["rule"] is None:
+            lines.append(f"- {held}: no rule could be chosen (no other direction with scores)")
+            continue
+        real = [p for p in h["regrets"] if "@" not in p] or list(h["regrets"])
+        seeds = ", ".join(f"{p.split('/')[-1]} {_fmt(h['regrets'][p])}" for p in real)
+        verdict = "meets the goal" if h["regret"] is not None and h["regret"] <= GOAL_REGRET else "misses the goal"
+        lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
+    return lines
+
+
 def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) -> list[str]:
     """The section on pairs made after the rules were fixed (``prospective``); none without such pairs."""
     if not later and not unfinished:
@@ -515,7 +534,8 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
     lines = [
         "", "## Prospective pairs", "",
         "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`) and the recorded `adapt.py`",
-        "runs (`adapt/<record>`, `results/adapt/`, each with its own candidates and pre-registered target): they choose nothing.",
+        "runs (`adapt/<family>/<record>`, `results/adapt/`, each with its own candidates and pre-registered target): they choose",
+        "nothing in the held-out step (the recorded runs do in its second result, pre-registered in ca87c2e).",
         f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
         "over all pairs above; `fixed row`: the row with the lowest mean regret over them, deployed unchanged; `no adaptation`:",
         "source-only. Regret = best candidate's target-test IoU − the pick's; ρ: Spearman of the rule's score with target-test IoU over the pair's candidates.", "",

@@ -103,14 +103,15 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     adapt = tmp_path / "adapt"  # a recorded adapt.py run (metrics as the evaluation writes them), and one without --evaluate
     adapt.mkdir()
     (adapt / "run.json").write_text(json.dumps({
+        "family": "membranes", "target_shift": "coarse",
         "target_test_metrics": {n: {"metrics": {"iou": iou}} for n, iou in (("source_only", 0.6), ("tent", 0.8), ("a", 0.7))},
         "label_free_scores": {n: {"prediction_entropy": 0.1, "balanced_rotation_agreement": b} for n, b in (("source_only", 0.9), ("tent", 0.95), ("a", 0.97))},
     }))  # fmt: skip
     (adapt / "unlabelled.json").write_text(json.dumps({"label_free_scores": {}}))
     result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long", adapt_runs=str(adapt))
     assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pairs choose nothing
-    assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0", "adapt/run"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
-    run = result["prospective"]["adapt/run"]
+    assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0", "adapt/membranes@coarse/run"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
+    run = result["prospective"]["adapt/membranes@coarse/run"]
     assert run["best"] == "tent" and run["adapt.py rule"]["pick"] == "a" and run["adapt.py rule"]["regret"] == pytest.approx(0.1)
     assert run["overall rule"]["rule"] == "negative_entropy" and run["overall rule"]["spearman"] is None  # a constant score ranks nothing
     entry = result["prospective"]["cpu_long/vnc_to_fafb/seed0"]
@@ -145,6 +146,30 @@ def test_lead_calibration_counts_how_often_a_lead_orders_two_candidates_by_iou(t
 
     assert adapt_report.validated_lead(rule, 0.03, path)["lower"] == 0.02 and adapt_report.validated_lead(rule, 0.012, path) is None  # empty bin
     assert adapt_report.validated_lead("consensus_agreement", 0.03, path) is None and adapt_report.validated_lead(rule, 0.03, tmp_path / "absent.json") is None
+
+
+def test_recorded_adapt_runs_join_the_held_out_step_as_pairs_of_their_families(tmp_path):
+    """A run on a direction's data is a real pair of that direction; a run on another task's re-imaged
+    target is a development pair of a third family, held out in its turn (regret over its pairs)."""
+    runs, adapt = tmp_path / "runs", tmp_path / "adapt"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):  # entropy picks the best on both directions, IM the worst
+        for row, iou, im, entropy in (("source_only", 0.3, 0.5, 0.3), ("a", 0.5, 0.3, 0.2), ("b", 0.6, 0.1, 0.1)):
+            _cell(runs, direction, row, "uda", iou, information_maximization=im, prediction_entropy=entropy)
+    adapt.mkdir()
+    for name, family, shift, ious in (("real", "vnc_to_fafb", None, (0.2, 0.3, 0.4)), ("membranes", "membranes", "coarse", (0.9, 0.6, 0.3))):
+        scores = {n: {"information_maximization": im, "prediction_entropy": e} for n, im, e in (("source_only", 0.5, 0.3), ("a", 0.3, 0.2), ("b", 0.1, 0.1))}
+        metrics = {n: {"iou": iou} for n, iou in zip(scores, ious)}
+        (adapt / f"{name}.json").write_text(json.dumps({"family": family, "target_shift": shift, "target_test_metrics": metrics, "label_free_scores": scores}))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs=str(adapt))
+    assert set(result["held_out"]) == {"vnc_to_fafb", "fafb_to_vnc"}  # the two-family result is unchanged by the records
+    both = result["held_out_with_adapt_runs"]
+    assert set(both) == {"vnc_to_fafb", "fafb_to_vnc", "membranes"} and both["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc", "membranes"]
+    # entropy loses 0.6 on the membranes pair, IM 0.3 on fafb_to_vnc: over both, IM (0.15) beats entropy (0.3) for vnc_to_fafb
+    assert result["held_out"]["vnc_to_fafb"]["rule"] == "negative_entropy"  # chosen on fafb_to_vnc alone
+    assert both["vnc_to_fafb"]["rule"] == "information_maximization" and set(both["vnc_to_fafb"]["regrets"]) == {"cpu/vnc_to_fafb/seed0", "adapt/vnc_to_fafb/real"}
+    assert both["vnc_to_fafb"]["regret"] == pytest.approx((0.3 + 0.2) / 2)  # the mean over the family's two real pairs
+    assert both["membranes"]["rule"] == "negative_entropy" and both["membranes"]["regret"] == pytest.approx(0.6)  # its only pair, a development one
+    assert "The same step with the recorded `adapt.py` runs" in (tmp_path / "label_free_selection.md").read_text()
 
 
 def test_pick_defaults_to_the_rule_adapt_picks_with():
