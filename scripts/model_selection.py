@@ -215,9 +215,10 @@ LEAD_EDGES = (0.0, 0.005, 0.01, 0.02, 0.05)
 def lead_calibration(pairs: dict[str, dict[str, dict]], rule: str = PICK_RULE, edges: tuple[float, ...] = LEAD_EDGES) -> dict:
     """How often ``rule``'s score orders two candidates of one pair as their target-test IoU does, by how
     far apart the two scores are: per bin [lower, upper) of the difference, the number of candidate pairs,
-    the share in which the higher-scored candidate has the higher IoU, and the mean IoU difference
-    (higher-scored minus lower-scored) and mean absolute difference (what ordering them wrongly risks). Candidates with equal scores (a TTA candidate and its plain twin
-    share the network's score) are left out: the score does not order them."""
+    the share in which the higher-scored candidate has the higher IoU, the mean IoU difference
+    (higher-scored minus lower-scored) and the mean absolute one (what ordering them wrongly risks).
+    Candidates with equal scores (a TTA candidate and its plain twin share the network's score) are
+    left out: the score does not order them."""
     score, bins = RULES[rule], [{"lower": lo, "upper": hi, "leads": []} for lo, hi in zip(edges, (*edges[1:], None))]
     for candidates in pairs.values():
         scored = [(score(c["scores"]), c["iou"]) for c in candidates.values() if c["scores"] and score(c["scores"]) is not None]
@@ -341,7 +342,8 @@ def validate(
     ``compute``: scores of ``COMPUTABLE`` (``rotation_agreement``, ``dev``) to compute for cells recorded without them (``collect_pairs``).
     ``later_budgets``: budgets whose pairs were made after the rules were fixed; they choose nothing and
     are reported apart (``prospective``), as are the recorded ``adapt.py`` runs in ``adapt_runs`` (made
-    after adapt.py's rule was fixed; "" for none)."""
+    after adapt.py's rule was fixed; "" for none), which also join a second held-out result as pairs of
+    their families (``collect_adapt_runs``)."""
     missing = _missing(compute)
     budget_list = with_development(_names(budgets), Path(runs_dir))
     work = Path(work_dir) if Path(work_dir).is_dir() else None
