@@ -49,4 +49,4 @@ def test_domain_classifier_separates_a_per_channel_shift_between_single_domain_b
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.2
+    assert loss.item() < 0.2
