@@ -532,12 +532,9 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
     ]
     tabled = set(grid) or set(TABLE_ROWS)
     for direction, cells in table.items():
-        main = {n: c for n, c in cells.items() if n in tabled}
-        shown = {n: c for n, c in main.items() if _identical_to(n, cells) is None}
+        shown, hidden = _distinct_rows({n: c for n, c in cells.items() if n in tabled}, cells)
         control = cells.get(CONTINUED) if budget.get("adapt_from") else None
-        lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"), control)]
-        lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in main if n not in shown]
-        lines.append("")
+        lines += [f"## {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"), control), *hidden, ""]
     lines += ["## Status", ""] + _status(table, grid) + _choice_line(choice) + [""]
     disagreement = _disagreement_lines(table, choice, label_stats)
     if disagreement:
@@ -554,12 +551,9 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
     if scale_lines:
         lines += ["## Target pixel sizes chosen by scale matching", "", *scale_lines, ""]
     for direction, cells in table.items():
-        others = {n: c for n, c in cells.items() if n not in tabled and not ROW_BY_NAME[n].exploratory}
-        shown = {n: c for n, c in others.items() if _identical_to(n, cells) is None}
+        shown, hidden = _distinct_rows({n: c for n, c in cells.items() if n not in tabled and not ROW_BY_NAME[n].exploratory}, cells)
         if shown:
-            lines += [f"## Appendix: the grid's other rows, {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only"))]
-            lines += [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in others if n not in shown]
-            lines.append("")
+            lines += [f"## Appendix: the grid's other rows, {_direction_title(direction)}", "", *_table_lines(shown, cells.get("source_only")), *hidden, ""]
         extra = {n: c for n, c in cells.items() if ROW_BY_NAME[n].exploratory}
         if extra:
             lines += [f"## Appendix: exploratory rows, {_direction_title(direction)}", "", *_table_lines(extra, cells.get("source_only")), ""]
@@ -706,6 +700,12 @@ def _table_lines(cells: dict, source_only: dict | None, control: dict | None = N
             f"{c['iou_source_val_selected']:.3f} | {gap} | {_paired_effect(c, source_only)} |{versus_control}"
         )
     return lines
+
+
+def _distinct_rows(rows: dict, cells: dict) -> tuple[dict, list[str]]:
+    """``rows`` less those identical to another row of ``cells`` at every seed, and a line naming each one left out."""
+    shown = {n: c for n, c in rows.items() if _identical_to(n, cells) is None}
+    return shown, [f"{n} is identical to {_identical_to(n, cells)} at every seed (the same choices), so it is not shown." for n in rows if n not in shown]
 
 
 def _identical_to(name: str, cells: dict) -> str | None:

@@ -153,7 +153,7 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
             out[held] = {"rule": None, "regret": None}
             continue
         regrets = {p: pair_statistics(pairs[p], RULES[rule], RULE_SCORES[rule])["regret"] for p in pairs if family(p) == held}
-        real = [r for p, r in regrets.items() if "@" not in p and r is not None] or [r for r in regrets.values() if r is not None]
+        real = [regrets[p] for p in judged_pairs(regrets) if regrets[p] is not None]
         out[held] = {
             "rule": rule,
             "chosen_on": sorted({family(p) for p in others}),
@@ -161,6 +161,12 @@ def held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
             "regrets": regrets,
         }
     return out
+
+
+def judged_pairs(pairs: dict | list) -> list[str]:
+    """The pairs a family's held-out regret is the mean over: its real pairs, or all of them for a family
+    of development pairs only (``<direction>@<shift>``)."""
+    return [p for p in pairs if "@" not in p] or list(pairs)
 
 
 def _row_regrets(candidates: dict[str, dict]) -> dict[str, float]:
@@ -521,8 +527,7 @@ def _held_out_lines(held_out_result: dict[str, dict]) -> list[str]:
         if h["rule"] is None:
             lines.append(f"- {held}: no rule could be chosen (no other direction with scores)")
             continue
-        real = [p for p in h["regrets"] if "@" not in p] or list(h["regrets"])
-        seeds = ", ".join(f"{p.split('/')[-1]} {_fmt(h['regrets'][p])}" for p in real)
+        seeds = ", ".join(f"{p.split('/')[-1]} {_fmt(h['regrets'][p])}" for p in judged_pairs(h["regrets"]))
         verdict = "meets the goal" if h["regret"] is not None and h["regret"] <= GOAL_REGRET else "misses the goal"
         lines.append(f"- {held}: rule `{h['rule']}` (chosen on {', '.join(h['chosen_on'])}), held-out regret {_fmt(h['regret'])} ({seeds}): {verdict}")
     return lines
