@@ -74,6 +74,9 @@ RULE_SCORES = {
 # stored scores each one gives
 COMPUTED = label_free.RECOMPUTABLE
 COMPUTABLE = tuple(COMPUTED)
+# Stored beside a cell's consensus_agreement: the pair's candidates it was computed among (a pair that
+# gained or lost a candidate since has no consensus until its segmentations are scored together again)
+CONSENSUS_AMONG = "consensus_among"
 REPORT = "label_free_selection"
 
 
@@ -281,9 +284,10 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
     consensus recomputed among the pair's candidates from their kept segmentations when ``work_dir`` has
     them, and scores added since a cell was computed filled in from them. ``compute`` (``COMPUTABLE``)
     also fills in scores that need the model again: the rotation agreements (segment the rotated
-    target region: about a minute per candidate on a CPU) and DEV / IWCV; once computed they are kept
-    in the candidate's folder and served from there without ``compute``."""
+    target region: about a minute per candidate on a CPU) and DEV / IWCV. Whatever is filled in is
+    written into the cell (``record_scores``), so a checkout without ``work_dir`` reproduces the report."""
     pairs: dict[str, dict[str, dict]] = {}
+    paths: dict[str, dict[str, Path]] = {}
     for budget in budgets:
         for path in sorted((runs_dir / budget).glob("*/*/seed*.json")):
             cell = json.loads(path.read_text())
@@ -291,30 +295,52 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
                 continue
             key = f"{budget}/{cell['direction']}/seed{cell['seed']}"
             pairs.setdefault(key, {})[cell["row"]] = {"iou": cell["metrics_last"]["iou"], "scores": dict(cell.get("label_free") or {})}
-    if work_dir is not None:
-        for key, candidates in pairs.items():
-            budget, direction, seed = key.split("/")
-            folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
-            folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
-            for name, folder in folders.items():  # scores added since the cell was computed, from what it kept
-                stored = candidates[name]["scores"]
-                if not set(label_free.OUTPUT_SCORES) <= set(stored):
-                    fraction = stored.get("source_validation_foreground_fraction")
-                    stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
-                if not (folder / "deploy.json").exists():
-                    continue
-                deployed = json.loads((folder / "deploy.json").read_text())
-                wanted = [n for n in (*compute, *label_free.kept_scores(deployed, folder)) if not set(COMPUTED[n]) <= set(stored)]
-                if wanted:
-                    target_region, source_validation = label_free.regions(_dataset_dir(work_dir, budget, direction))
-                    if "rotation_agreement" in wanted:
-                        stored.update(label_free.rotation_scores(deployed, folder, target_region, BUNDLE, "cpu"))
-                    if "dev" in wanted and source_validation is not None:
-                        stored.update(label_free.dev_scores(deployed, folder, target_region, source_validation, BUNDLE, "cpu"))
-            if len(folders) >= 3:
-                for name, value in label_free.consensus(folders).items():
-                    candidates[name]["scores"]["consensus_agreement"] = value
+            paths.setdefault(key, {})[cell["row"]] = path
+    for key, candidates in pairs.items():
+        recorded = {name: dict(c["scores"]) for name, c in candidates.items()}
+        if work_dir is not None:
+            _fill_from_kept(key, candidates, work_dir, compute)
+        among = sorted(candidates)
+        for scores in (c["scores"] for c in candidates.values()):  # a consensus among another set of candidates is not this pair's
+            if scores.get(CONSENSUS_AMONG) != among:
+                scores.pop("consensus_agreement", None)
+                scores.pop(CONSENSUS_AMONG, None)
+        for name, candidate in candidates.items():
+            if candidate["scores"] != recorded[name]:
+                record_scores(paths[key][name], candidate["scores"])
     return pairs
+
+
+def _fill_from_kept(key: str, candidates: dict[str, dict], work_dir: Path, compute: tuple[str, ...]) -> None:
+    """Fill in, from the segmentations ``work_dir`` keeps for the pair ``key``, the scores its candidates
+    lack (and ``compute``'s, running the model again), and its consensus when 3 or more kept them."""
+    budget, direction, seed = key.split("/")
+    folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
+    folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
+    for name, folder in folders.items():  # scores added since the cell was computed, from what it kept
+        stored = candidates[name]["scores"]
+        if not set(label_free.OUTPUT_SCORES) <= set(stored):
+            fraction = stored.get("source_validation_foreground_fraction")
+            stored = candidates[name]["scores"] = {**label_free.output_scores(folder / label_free.TARGET_REGION, fraction), **stored}
+        if not (folder / "deploy.json").exists():
+            continue
+        deployed = json.loads((folder / "deploy.json").read_text())
+        wanted = [n for n in (*compute, *label_free.kept_scores(deployed, folder)) if not set(COMPUTED[n]) <= set(stored)]
+        if wanted:
+            target_region, source_validation = label_free.regions(_dataset_dir(work_dir, budget, direction))
+            if "rotation_agreement" in wanted:
+                stored.update(label_free.rotation_scores(deployed, folder, target_region, BUNDLE, "cpu"))
+            if "dev" in wanted and source_validation is not None:
+                stored.update(label_free.dev_scores(deployed, folder, target_region, source_validation, BUNDLE, "cpu"))
+    if len(folders) >= 3 and len(folders) == len(candidates):
+        for name, value in label_free.consensus(folders).items():
+            candidates[name]["scores"].update({"consensus_agreement": value, CONSENSUS_AMONG: sorted(candidates)})
+
+
+def record_scores(path: Path, scores: dict) -> None:
+    """Write ``scores`` as the label-free scores of the cached cell at ``path`` (atomically)."""
+    cell = json.loads(path.read_text())
+    write_result(path, {**cell, "label_free": scores})
 
 
 def collect_adapt_runs(folder: Path) -> dict[str, dict[str, dict]]:
