@@ -117,22 +117,6 @@ def reproduces(metrics: dict, recorded: dict) -> bool:
     return set(metrics) == set(recorded) and all(abs(metrics[k] - recorded[k]) <= 1e-6 for k in recorded)
 
 
-def restore_scores(path: Path, metrics: dict, scores: dict) -> str:
-    """Add to the cached cell at ``path`` the label-free ``scores`` it lacks, measured on its model
-    trained again, only if ``metrics`` (that model's target-test metrics) reproduce the cell's to
-    1e-6: then the model is the one the cell measured. Scores the cell holds are kept. Returns what
-    was done, for the log; a score it holds that the new model gives otherwise is named there."""
-    cell = json.loads(path.read_text())
-    recorded = cell["metrics_last"]
-    if not reproduces(metrics, recorded):
-        return f"not reproduced (IoU {metrics['iou']:.4f}, the cell's {recorded['iou']:.4f}): left as it was"
-    held = dict(cell.get("label_free") or {})
-    differ = [k for k, v in held.items() if isinstance(v, float) and isinstance(scores.get(k), float) and abs(v - scores[k]) > 1e-6]
-    added = sorted(set(scores) - set(held))
-    write_result(path, {**cell, "label_free": {**scores, **held}})
-    return f"reproduced; added {', '.join(added) or 'nothing'}" + (f"; kept the cell's {', '.join(differ)} (now measured otherwise)" if differ else "")
-
-
 def bar_chart(
     labels: list[str], series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str, ylim: tuple[float, float] | None = (0, 1)
 ) -> None:

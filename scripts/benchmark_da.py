@@ -31,10 +31,10 @@ import fire
 import label_free
 import numpy as np
 import torch
-from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, is_candidate, prepare, reproduces, restore_scores, worker_env, write_result
+from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, prepare, reproduces, worker_env, write_result
 from model_selection import REPORT as SELECTION
 from model_selection import SEED_METHODS
-from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from
+from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from, upstream
 
 from custom.data.datasets import mito_pair_spacing_nm
 from custom.utils import atomic_path, git_commit
@@ -183,6 +183,7 @@ class Benchmark:
         self.threads = threads
         self.env = worker_env(threads, device)
         self.spacing_nm = None if budget in SYNTHETIC_BUDGETS else mito_pair_spacing_nm()  # recorded in each real-data cell
+        self.verified: set[tuple[str, str, int]] = set()  # (direction, row, seed) whose model here is the one its cell measured
 
     def result_path(self, direction: str, row: Recipe, seed: int) -> Path:
         return self.runs_dir / direction / row.name / f"seed{seed}.json"
@@ -210,6 +211,28 @@ class Benchmark:
         (``train_once``: a finished training of other epochs than the row's is refused)."""
         return self.recipe_run(direction, seed).checkpoint(row)
 
+    def _check_upstream(self, direction: str, row: Recipe, seed: int) -> None:
+        """Refuse ``row`` when a row its model builds on (``upstream``) has a cached cell measured on
+        another model than the one this work folder holds: CPU training does not repeat across
+        machines, so a model trained again elsewhere is another model, and the grid's paired
+        differences would silently mix the two. The model here is the cell's when its evaluation
+        here gives the cell's metrics (kept from the cell's own run, else measured now)."""
+        for start in upstream(RECIPES, row, self.budget):
+            path = self.result_path(direction, start, seed)
+            if (direction, start.name, seed) in self.verified or not path.exists():
+                continue
+            recorded = json.loads(path.read_text())["metrics_last"]
+            kept = self.eval_dir(direction, start, seed, "last") / "metrics.json"
+            if not (kept.exists() and reproduces(json.loads(kept.read_text())["metrics"], recorded)):
+                measured = self._evaluate(direction, start, seed, self._checkpoint(direction, start, seed), "last")
+                if not reproduces(measured, recorded):
+                    raise SystemExit(
+                        f"{direction}/{row.name}/seed{seed} builds on {start.name}, whose model here (IoU {measured['iou']:.4f}) is not the one its "
+                        f"cached cell measured (IoU {recorded['iou']:.4f}): trained again on another machine, it is another model. Train a seed's "
+                        f"rows in one work folder: move {path.parent.parent}/*/seed{seed}.json away to run the whole seed again, or leave {row.name} out."
+                    )
+            self.verified.add((direction, start.name, seed))
+
     def _evaluate(self, direction: str, row: Recipe, seed: int, checkpoint: Path, name: str) -> dict:
         return self.recipe_run(direction, seed).evaluate(row, checkpoint, self.eval_dir(direction, row, seed, name), f"eval_{name}")
 
@@ -235,6 +258,7 @@ class Benchmark:
             if stale is None:
                 return cached
             print(f"  {direction}/{row.name}/seed{seed}: cached cell {stale}; run again", flush=True)
+        self._check_upstream(direction, row, seed)
         start = time.time()
         last = self._checkpoint(direction, row, seed)
         models = last.parent
@@ -328,67 +352,6 @@ def run(
     report(runs_dir=runs_dir, budget=budget, out=out, docs=not quick)
     for direction in direction_list:
         overlay(direction, seed=seed_list[0], budget=budget, work_dir=work_dir, runs_dir=runs_dir, out=out)
-
-
-def rescore(
-    data_dir: str = "../shared/data",
-    budget: str = "cpu_fair",
-    seeds: int | tuple = (0,),
-    directions: str | tuple = DIRECTIONS,
-    rows: str | tuple = "",
-    threads: int = 1,
-    development: bool = True,
-    work_dir: str = "runs/benchmark_da",
-    runs_dir: str = str(RESULTS / "runs"),
-) -> list[str]:
-    """Restore the label-free scores cached candidate cells lack (recorded before the score existed,
-    the segmentations they were filled in from since lost): each such cell's model is trained again
-    as ``run`` trains it and, only if it reproduces the cell's target-test metrics, scored; the scores
-    are added to the cell (``restore_scores``), and to its development-pair cells when ``development``
-    (``development_pairs.py``, also only where their metrics reproduce). One cell at a time, so a
-    stopped run keeps what it restored; ``model_selection.py validate`` then adds the consensus of
-    the pairs whose candidates were all scored in this work folder. Returns the log lines."""
-    import development_pairs
-
-    seed_list, direction_list = _seed_list(seeds), chosen(directions, DIRECTIONS, "direction")
-    row_list = [ROW_BY_NAME[r] for r in chosen(rows, ROW_BY_NAME, "row")] if rows else list(ROW_BY_NAME.values())
-    claim_model_dir(Path(work_dir) / budget, mito_pair_spacing_nm())
-    prepared = prepare(data_dir, Path(work_dir) / "prepared")
-    bench = Benchmark(prepared, Path(work_dir), Path(runs_dir), budget, "cpu", threads)
-    recipes, runs, work, log = load_recipes(), Path(runs_dir), Path(work_dir), []
-    for seed in seed_list:
-        for direction in direction_list:
-            shifts = {
-                shift: development_pairs.build_dataset(prepared / direction, shift, work / f"{budget}{development_pairs.SUFFIX}" / "prepared" / development_pairs.pair_name(direction, shift))
-                for shift in (development_pairs.SHIFTS if development else ())
-            }
-            for row in row_list:
-                path = bench.result_path(direction, row, seed)
-                cell = json.loads(path.read_text()) if path.exists() else None
-                if cell is None or not is_candidate(cell) or not label_free.deployable(row):
-                    continue
-                pairs = {development_pairs.pair_name(direction, shift): shift for shift in shifts}
-                wanted = _lacking_scores({direction: path, **{pair: development_pairs.cell_path(runs, budget, pair, row.name, seed) for pair in pairs}})
-                if not wanted:
-                    continue
-                metrics = bench._evaluate(direction, row, seed, bench._checkpoint(direction, row, seed), "last")
-                done = {}
-                if not reproduces(metrics, cell["metrics_last"]):  # not the cell's model: nor are its development cells measured on it
-                    done = dict.fromkeys(wanted, f"not reproduced (IoU {metrics['iou']:.4f}, the cell's {cell['metrics_last']['iou']:.4f}): left as it was")
-                elif direction in wanted:
-                    done[direction] = restore_scores(path, metrics, bench._label_free(direction, row, seed))
-                for pair in set(wanted) - set(done):
-                    shift = pairs[pair]
-                    done[pair] = restore_scores(wanted[pair], *development_pairs.measure(cell, recipes, shifts[shift], shift, budget, work, "cpu", bench.env))
-                for name, what in done.items():
-                    log.append(f"{name}/{row.name}/seed{seed}: {what}")
-                    print(log[-1], flush=True)
-    return log
-
-
-def _lacking_scores(cells: dict[str, Path]) -> dict[str, Path]:
-    """Of the cached cells ``cells`` (name: path), those that lack a score ``label_free.scores`` gives."""
-    return {name: path for name, path in cells.items() if path.exists() and not set(label_free.SCORES) <= set(json.loads(path.read_text()).get("label_free") or {})}
 
 
 def choose(
@@ -1278,4 +1241,4 @@ def _error_lines(error_file: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "rescore": rescore, "choose": choose, "report": report, "overlay": overlay})
+    fire.Fire({"run": run, "choose": choose, "report": report, "overlay": overlay})

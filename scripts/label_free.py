@@ -62,8 +62,6 @@ RECOMPUTABLE = {"rotation_agreement": ROTATION_SCORES, "dev": DEV_SCORES}
 OUTPUT_SCORES = (  # what ``output_scores`` returns
     "predicted_foreground_fraction", "information_maximization", "prediction_entropy", "batch_nuclear_norm", "soft_neighborhood_density", "mlls_foreground_fraction",
 )  # fmt: skip
-# what ``scores`` returns given a source validation region
-SCORES = (*OUTPUT_SCORES, "bbse_foreground_fraction", "source_validation_foreground_fraction", *ROTATION_SCORES, *DEV_SCORES)
 
 
 def deployable(recipe: Recipe) -> bool:

@@ -9,8 +9,8 @@ the source validation region for BBSE) through ``label_free.py``, the path ``ada
 writes every score and the pick (``RULES[rule]``) to ``selection.json`` and ``selection.md``.
 
 ``validate`` asks whether each score predicts target-test IoU, from the benchmark's cached cells
-(every cell records its label-free scores; consensus comes from the segmentations kept in the
-benchmark's work folder): per pair, the Spearman and Kendall correlation of the score with IoU over
+(every cell records its label-free scores; consensus, and scores added after a cell was made, come
+from the segmentations kept in the benchmark's work folder and are written into the cells): per pair, the Spearman and Kendall correlation of the score with IoU over
 the unsupervised candidates, and the regret of picking the top-scored one (best IoU minus the
 pick's). The rule for a real direction is chosen on the pairs of the *other* directions (lowest mean
 regret over their seeds and development pairs) and then applied to it: the held-out regret.

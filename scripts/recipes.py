@@ -157,6 +157,17 @@ def starts_from(recipe: Recipe, budget: dict) -> str | None:
     return budget.get("adapt_from")
 
 
+def upstream(recipes: dict[str, Recipe], recipe: Recipe, budget: dict) -> list[Recipe]:
+    """The recipes whose models ``recipe``'s model builds on under ``budget``, nearest first: the one
+    its training starts from (``starts_from``) or, for a recipe that does not train, the one whose
+    model it uses; then theirs."""
+    found, name = [], starts_from(recipe, budget)
+    while name:
+        found.append(recipes[name])
+        name = starts_from(recipes[name], budget)
+    return found
+
+
 def is_three_d(recipes: dict[str, Recipe], name: str) -> bool:
     """Whether ``name``'s model is the 3D variant (``train_3d.json`` somewhere in its chain)."""
     return any(THREE_D_CONFIG in r.configs for r in chain(recipes, name))

@@ -315,6 +315,30 @@ def test_a_cell_records_its_bookkeeping_start_model_and_label_free_scores(tmp_pa
     assert json.loads(bench.result_path("vnc_to_fafb", mmd, 0).read_text())["metrics_start"] == {"iou": 0.5}
 
 
+def test_a_row_is_refused_when_a_model_it_builds_on_is_not_the_one_its_cached_cell_measured(tmp_path, monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    bench = bench_da.Benchmark(tmp_path / "data", tmp_path / "work", tmp_path / "runs", "cpu_fair", "cpu", 1)
+    source_only, mmd, adabn = (bench_da.ROW_BY_NAME[n] for n in ("source_only", "mmd", "adabn"))
+    cached = bench.result_path("vnc_to_fafb", source_only, 0)
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps({"metrics_last": {"iou": 0.5, "dice": 0.6}}))  # measured on another machine; trained again here
+    retrained, evaluated = {"iou": 0.45, "dice": 0.55}, []
+    monkeypatch.setattr(bench, "_checkpoint", lambda d, row, s: bench.last_model(d, row, s))
+    monkeypatch.setattr(bench, "_evaluate", lambda d, row, s, checkpoint, name: evaluated.append((row.name, name)) or dict(retrained))
+    monkeypatch.setattr(bench, "_label_free", lambda d, row, s: None)
+    for row in (mmd, adabn):  # trains from source-only under cpu_fair / deploys source-only's model
+        with pytest.raises(SystemExit, match=r"builds on source_only, whose model here \(IoU 0.4500\) is not the one its cached cell measured \(IoU 0.5000\)"):
+            bench.run_one("vnc_to_fafb", row, 0)
+        assert not bench.result_path("vnc_to_fafb", row, 0).exists()
+    # the cell's own evaluation kept here gives its metrics: the model here is the cell's, not evaluated again
+    kept = bench.eval_dir("vnc_to_fafb", source_only, 0, "last") / "metrics.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({"metrics": {"iou": 0.5, "dice": 0.6}}))
+    evaluated.clear()
+    bench.run_one("vnc_to_fafb", mmd, 0)
+    assert ("source_only", "last") not in evaluated and bench.result_path("vnc_to_fafb", mmd, 0).exists()
+
+
 def test_the_label_free_row_is_the_held_out_rules_pick_per_seed(tmp_path):
     runs_dir = tmp_path / "runs"
     for seed in (0, 1):

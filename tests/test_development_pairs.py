@@ -137,25 +137,3 @@ def test_rotation_agreement_resumes_a_killed_rotated_segmentation(synthetic_dir,
     assert dice_agreement(*label_free.rotation_masks(with_tta, twin, target_region, BUNDLE, "cpu", network=True)) == pytest.approx(resumed)
     assert label_free.kept_scores(with_tta, twin) == ()  # the TTA prediction itself was not made: not a kept rotation score
 
-
-def test_rescore_adds_scores_only_to_cells_whose_model_reproduces(benchmark_tree, monkeypatch):
-    import benchmark_da
-
-    work, runs = benchmark_tree
-    monkeypatch.setattr(benchmark_da, "prepare", lambda data_dir, out: out)
-    monkeypatch.setattr(benchmark_da, "claim_model_dir", lambda *args: None)
-    retrained = {"source_only": {"iou": 0.5}, "adabn": {"iou": 0.4}}  # adabn trained again is not the model its cell measured
-    evaluated = []
-    monkeypatch.setattr(benchmark_da.Benchmark, "_checkpoint", lambda self, direction, row, seed: work / "model.pt")
-    monkeypatch.setattr(benchmark_da.Benchmark, "_evaluate", lambda self, direction, row, seed, checkpoint, name: evaluated.append(row.name) or retrained[row.name])
-    monkeypatch.setattr(benchmark_da.Benchmark, "_label_free", lambda self, direction, row, seed: dict.fromkeys(label_free.SCORES, 0.7))
-    log = benchmark_da.rescore(budget="synthetic", directions="vnc_to_fafb", development=False, work_dir=str(work), runs_dir=str(runs))
-    assert sorted(log) == [
-        "vnc_to_fafb/adabn/seed0: not reproduced (IoU 0.4000, the cell's 0.5000): left as it was",
-        f"vnc_to_fafb/source_only/seed0: reproduced; added {', '.join(sorted(set(label_free.SCORES) - {'prediction_entropy'}))}; kept the cell's prediction_entropy (now measured otherwise)",
-    ]
-    assert json.loads((runs / "synthetic" / "vnc_to_fafb" / "adabn" / "seed0.json").read_text())["label_free"] == {"prediction_entropy": 0.1}
-    assert set(json.loads((runs / "synthetic" / "vnc_to_fafb" / "source_only" / "seed0.json").read_text())["label_free"]) == set(label_free.SCORES)
-    evaluated.clear()  # again: a cell holding every score is not trained or evaluated again, nor is the oracle ever
-    assert benchmark_da.rescore(budget="synthetic", directions="vnc_to_fafb", development=False, work_dir=str(work), runs_dir=str(runs))[0].startswith("vnc_to_fafb/adabn")
-    assert evaluated == ["adabn"]

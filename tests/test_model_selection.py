@@ -19,7 +19,6 @@ from .conftest import BUNDLE, REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import label_free  # noqa: E402
 import model_selection  # noqa: E402
-from benchmark_common import reproduces, restore_scores  # noqa: E402
 
 
 def _model(path, seed: int):
@@ -85,19 +84,6 @@ def test_a_consensus_among_another_set_of_candidates_is_dropped_from_the_cells(t
     assert not any("consensus_agreement" in c["scores"] for c in pairs["cpu/vnc_to_fafb/seed0"].values())
     stored = json.loads((runs / "cpu" / "vnc_to_fafb" / "a" / "seed0.json").read_text())["label_free"]
     assert stored == {"prediction_entropy": 0.1}  # written back: the report made from the cells alone agrees
-
-
-def test_restored_scores_join_a_cell_only_when_its_model_reproduces_its_metrics(tmp_path):
-    path = tmp_path / "seed0.json"
-    metrics = {"iou": 0.5, "dice": 0.6667}
-    path.write_text(json.dumps({"row": "a", "metrics_last": metrics, "label_free": {"prediction_entropy": 0.1}}))
-    before = path.read_text()
-    assert restore_scores(path, {"iou": 0.49, "dice": 0.66}, {"rotation_agreement": 0.9}).startswith("not reproduced (IoU 0.4900, the cell's 0.5000)")
-    assert path.read_text() == before
-    said = restore_scores(path, {"iou": 0.5 + 1e-9, "dice": 0.6667}, {"rotation_agreement": 0.9, "prediction_entropy": 0.2})
-    assert said == "reproduced; added rotation_agreement; kept the cell's prediction_entropy (now measured otherwise)"
-    assert json.loads(path.read_text()) == {"row": "a", "metrics_last": metrics, "label_free": {"prediction_entropy": 0.1, "rotation_agreement": 0.9}}
-    assert not reproduces({"iou": 0.5}, metrics)  # a metric missing is not a reproduction
 
 
 def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_path):
