@@ -86,6 +86,20 @@ def test_a_consensus_among_another_set_of_candidates_is_dropped_from_the_cells(t
     assert stored == {"prediction_entropy": 0.1}  # written back: the report made from the cells alone agrees
 
 
+def test_pairs_missing_a_score_others_hold_are_tabulated_but_choose_and_judge_nothing(tmp_path):
+    runs = tmp_path / "runs"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):
+        for row, kind, iou, im, entropy in (("source_only", "bound", 0.3, 0.1, 0.2), ("a", "uda", 0.5, 0.3, 0.1), ("b", "uda", 0.6, 0.4, 0.4)):
+            _cell(runs, direction, row, kind, iou, seed=1, information_maximization=im, prediction_entropy=entropy)
+            _cell(runs, direction, row, kind, 1 - iou, seed=0, information_maximization=im)  # recorded before entropy existed
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
+    assert result["table"]["information_maximization"]["cpu/vnc_to_fafb/seed0"]["regret"] == pytest.approx(0.3)  # tabulated
+    assert result["not_comparable"] == ["cpu/fafb_to_vnc/seed0", "cpu/vnc_to_fafb/seed0"]
+    held = result["held_out"]["vnc_to_fafb"]
+    assert held["rule"] == "information_maximization" and held["regrets"] == {"cpu/vnc_to_fafb/seed1": 0.0}  # seed 0 would have cost 0.3
+    assert "Not comparable,\nso tabulated only: cpu/fafb_to_vnc/seed0, cpu/vnc_to_fafb/seed0" in (tmp_path / "label_free_selection.md").read_text()
+
+
 def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_path):
     """Development pairs and other seeds of a direction belong to its family: they never choose its rule."""
     runs = tmp_path / "runs"
