@@ -313,7 +313,7 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
         recorded = {name: dict(c["scores"]) for name, c in candidates.items()}
         if work_dir is not None:
             _fill_from_kept(key, candidates, work_dir, compute)
-        among = sorted(candidates)
+        among = sorted(n for n, c in candidates.items() if c["scores"])
         for scores in (c["scores"] for c in candidates.values()):  # a consensus among another set of candidates is not this pair's
             if scores.get(CONSENSUS_AMONG) != among:
                 scores.pop("consensus_agreement", None)
@@ -345,9 +345,9 @@ def _fill_from_kept(key: str, candidates: dict[str, dict], work_dir: Path, compu
                 stored.update(label_free.rotation_scores(deployed, folder, target_region, BUNDLE, "cpu"))
             if "dev" in wanted and source_validation is not None:
                 stored.update(label_free.dev_scores(deployed, folder, target_region, source_validation, BUNDLE, "cpu"))
-    if len(folders) >= 3 and len(folders) == len(candidates):
+    if len(folders) >= 3 and len(folders) == sum(1 for c in candidates.values() if c["scores"]):
         for name, value in label_free.consensus(folders).items():
-            candidates[name]["scores"].update({"consensus_agreement": value, CONSENSUS_AMONG: sorted(candidates)})
+            candidates[name]["scores"].update({"consensus_agreement": value, CONSENSUS_AMONG: sorted(folders)})
 
 
 def record_scores(path: Path, scores: dict) -> None:

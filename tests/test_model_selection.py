@@ -79,11 +79,29 @@ def test_a_consensus_among_another_set_of_candidates_is_dropped_from_the_cells(t
         _cell(runs, "vnc_to_fafb", row, kind, iou, prediction_entropy=0.1, consensus_agreement=iou, consensus_among=among)
     pairs = model_selection.collect_pairs(runs, None, ("cpu",))
     assert {n: c["scores"]["consensus_agreement"] for n, c in pairs["cpu/vnc_to_fafb/seed0"].items()} == {"source_only": 0.3, "a": 0.5, "b": 0.6}
+    _cell(runs, "vnc_to_fafb", "scale_match", "uda", 0.45)  # a candidate without scores (not deployable) takes no part in it
+    assert "consensus_agreement" in model_selection.collect_pairs(runs, None, ("cpu",))["cpu/vnc_to_fafb/seed0"]["a"]["scores"]
     _cell(runs, "vnc_to_fafb", "c", "uda", 0.4, prediction_entropy=0.2)  # a candidate added since: the recorded consensus is not among it
     pairs = model_selection.collect_pairs(runs, None, ("cpu",))
     assert not any("consensus_agreement" in c["scores"] for c in pairs["cpu/vnc_to_fafb/seed0"].values())
     stored = json.loads((runs / "cpu" / "vnc_to_fafb" / "a" / "seed0.json").read_text())["label_free"]
     assert stored == {"prediction_entropy": 0.1}  # written back: the report made from the cells alone agrees
+
+
+def test_the_consensus_of_a_pair_scored_in_one_work_folder_is_written_into_its_cells(tmp_path, monkeypatch):
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    outputs = dict.fromkeys(label_free.OUTPUT_SCORES, 0.1)
+    for row, kind, iou in (("source_only", "bound", 0.3), ("a", "uda", 0.5), ("b", "uda", 0.6)):
+        _cell(runs, "vnc_to_fafb", row, kind, iou, **outputs)
+        (work / "cpu" / "vnc_to_fafb" / row / "seed0" / "label_free").mkdir(parents=True)
+    _cell(runs, "vnc_to_fafb", "scale_match", "uda", 0.45)  # not deployable: no scores, no segmentation
+    monkeypatch.setattr(label_free, "segmentation_complete", lambda path: True)
+    monkeypatch.setattr(label_free, "consensus", lambda folders: {name: 0.8 for name in folders})
+    model_selection.collect_pairs(runs, work, ("cpu",))
+    stored = json.loads((runs / "cpu" / "vnc_to_fafb" / "a" / "seed0.json").read_text())["label_free"]
+    assert stored == {**outputs, "consensus_agreement": 0.8, "consensus_among": ["a", "b", "source_only"]}
+    served = model_selection.collect_pairs(runs, None, ("cpu",))["cpu/vnc_to_fafb/seed0"]  # a checkout without the work folder
+    assert {n: c["scores"].get("consensus_agreement") for n, c in served.items()} == {"source_only": 0.8, "a": 0.8, "b": 0.8, "scale_match": None}
 
 
 def test_pairs_missing_a_score_others_hold_are_tabulated_but_choose_and_judge_nothing(tmp_path):
