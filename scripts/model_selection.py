@@ -376,10 +376,10 @@ def collect_adapt_runs(folder: Path) -> dict[str, dict[str, dict]]:
 def validate(
     runs_dir: str = str(RESULTS / "runs"),
     work_dir: str = "runs/benchmark_da",
-    budgets: str | tuple = ("cpu",),
+    budgets: str | tuple = ("cpu_fair",),
     out: str = str(RESULTS),
     compute: str | tuple = (),
-    later_budgets: str | tuple = (),
+    later_budgets: str | tuple = ("cpu_long",),
     adapt_runs: str = str(RESULTS / "adapt"),
 ) -> dict:
     """Correlations and regrets of every rule per pair (the budgets' development pairs included when
@@ -512,8 +512,8 @@ def _markdown(result: dict) -> str:
         "IoU − the pick's). `a@shift` is a development pair: direction `a`'s candidates on its target re-imaged",
         "(`development_pairs.py`). Scores come from the target's unlabelled training region (and the source validation",
         "region for BBSE); no target label is read. `–`: fewer than 3 candidates ranked, or a candidate of the pair never",
-        "recorded the rule's score (it was added after the cell was computed: `validate --compute rotation_agreement,dev`",
-        "computes the missing ones); a rule without every pair ranked is not chosen in the held-out step. DEV / IWCV / source",
+        "recorded the rule's score (added after the cell was computed: `validate --compute rotation_agreement,dev` fills it",
+        "in, into the cell, while the work folder holds the model); a rule without every pair ranked is not chosen in the held-out step. DEV / IWCV / source",
         "risk: the source-validation cross-entropy per window, weighted by a domain classifier's density ratio on the",
         "candidate's bottleneck features (DEV with its control variate; source risk unweighted); the lowest risk is picked.",
         "Rotation agreement: Dice of the target-region mask with the mask of the region rotated by 180°, rotated back; as",

@@ -100,7 +100,7 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     clean = model_selection.collect_pairs(runs, None, ("synthetic_development",))[pair]["adabn"]["scores"]
     assert {k: clean[k] for k in removed} == pytest.approx({k: scores[k] for k in removed})
     with pytest.raises(SystemExit, match="cannot compute.*rotation"):
-        model_selection.validate(runs_dir=str(runs), work_dir=str(work), budgets="synthetic", compute="rotaton_agreement")
+        model_selection.validate(runs_dir=str(runs), work_dir=str(work), budgets="synthetic", later_budgets="", compute="rotaton_agreement")
 
 
 def test_a_candidate_whose_training_is_missing_is_refused(benchmark_tree):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import shutil
 import sys
 
 import pytest
@@ -15,6 +16,8 @@ from custom.engines import NetworkRecord
 from custom.networks import UNet
 
 from .conftest import BUNDLE, REPO_ROOT
+
+RESULTS = REPO_ROOT / "results"
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import label_free  # noqa: E402
@@ -62,7 +65,7 @@ def test_validate_correlations_regret_and_held_out_rule(tmp_path):
             _cell(runs, direction, row, kind, iou, information_maximization=im, prediction_entropy=entropy, predicted_foreground_fraction=0.1, bbse_foreground_fraction=None)
         _cell(runs, direction, "oracle", "bound", 0.9, information_maximization=0.9, prediction_entropy=0.0, predicted_foreground_fraction=0.1)  # not a candidate
         _cell(runs, direction, "scale_match", "uda", 0.8)  # no scores (not deployable): left out
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="", out=str(tmp_path), adapt_runs="")
     im = result["table"]["information_maximization"]["cpu/vnc_to_fafb/seed0"]
     assert im["spearman"] == pytest.approx(1.0) and im["kendall"] == pytest.approx(1.0) and im["regret"] == 0.0 and im["pick"] == "b"
     entropy = result["table"]["negative_entropy"]["cpu/vnc_to_fafb/seed0"]
@@ -110,7 +113,7 @@ def test_pairs_missing_a_score_others_hold_are_tabulated_but_choose_and_judge_no
         for row, kind, iou, im, entropy in (("source_only", "bound", 0.3, 0.1, 0.2), ("a", "uda", 0.5, 0.3, 0.1), ("b", "uda", 0.6, 0.4, 0.4)):
             _cell(runs, direction, row, kind, iou, seed=1, information_maximization=im, prediction_entropy=entropy)
             _cell(runs, direction, row, kind, 1 - iou, seed=0, information_maximization=im)  # recorded before entropy existed
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="", out=str(tmp_path), adapt_runs="")
     assert result["table"]["information_maximization"]["cpu/vnc_to_fafb/seed0"]["regret"] == pytest.approx(0.3)  # tabulated
     assert result["not_comparable"] == ["cpu/fafb_to_vnc/seed0", "cpu/vnc_to_fafb/seed0"]
     held = result["held_out"]["vnc_to_fafb"]
@@ -124,7 +127,7 @@ def test_held_out_rule_is_never_chosen_on_pairs_of_the_held_out_direction(tmp_pa
     for direction, im_good in (("vnc_to_fafb", True), ("vnc_to_fafb@coarse", False), ("fafb_to_vnc", False)):
         for row, iou, im, entropy in (("source_only", 0.3, 0.1, 0.3), ("a", 0.5, 0.3, 0.1), ("b", 0.6, 0.4, 0.2)):
             _cell(runs, direction, row, "uda", iou, information_maximization=im if im_good else -im, prediction_entropy=entropy, predicted_foreground_fraction=0.1)
-    held = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")["held_out"]
+    held = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="", out=str(tmp_path), adapt_runs="")["held_out"]
     # on fafb_to_vnc (the only other family) negative entropy has regret 0.1, IM 0.3: entropy is chosen for vnc_to_fafb
     assert held["vnc_to_fafb"]["rule"] == "negative_entropy" and held["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc"]
     assert held["vnc_to_fafb"]["regret"] == pytest.approx(0.1) and set(held["vnc_to_fafb"]["regrets"]) == {"cpu/vnc_to_fafb/seed0", "cpu/vnc_to_fafb@coarse/seed0"}
@@ -154,7 +157,7 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
         "label_free_scores": {n: {"prediction_entropy": 0.1, "balanced_rotation_agreement": b} for n, b in (("source_only", 0.9), ("tent", 0.95), ("a", 0.97))},
     }))  # fmt: skip
     (adapt / "unlabelled.json").write_text(json.dumps({"label_free_scores": {}}))
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), later_budgets="cpu_long", adapt_runs=str(adapt))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", out=str(tmp_path), later_budgets="cpu_long", adapt_runs=str(adapt))
     assert set(result["pairs"]) == {"cpu/vnc_to_fafb/seed0", "cpu/fafb_to_vnc/seed0"}  # the later pairs choose nothing
     assert set(result["prospective"]) == {"cpu_long/vnc_to_fafb/seed0", "adapt/membranes@coarse/run"} and result["prospective_unfinished"] == {"cpu_long/vnc_to_fafb/seed1": "2 of 3"}
     run = result["prospective"]["adapt/membranes@coarse/run"]
@@ -206,7 +209,7 @@ def test_recorded_adapt_runs_join_the_held_out_step_as_pairs_of_their_families(t
         scores = {n: {"information_maximization": im, "prediction_entropy": e} for n, im, e in (("source_only", 0.5, 0.3), ("a", 0.3, 0.2), ("b", 0.1, 0.1))}
         metrics = {n: {"iou": iou} for n, iou in zip(scores, ious)}
         (adapt / f"{name}.json").write_text(json.dumps({"family": family, "target_shift": shift, "target_test_metrics": metrics, "label_free_scores": scores}))
-    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs=str(adapt))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="", out=str(tmp_path), adapt_runs=str(adapt))
     assert set(result["held_out"]) == {"vnc_to_fafb", "fafb_to_vnc"}  # the two-family result is unchanged by the records
     both = result["held_out_with_adapt_runs"]
     assert set(both) == {"vnc_to_fafb", "fafb_to_vnc", "membranes"} and both["vnc_to_fafb"]["chosen_on"] == ["fafb_to_vnc", "membranes"]
@@ -240,7 +243,7 @@ def test_a_rule_whose_score_a_candidate_never_recorded_does_not_rank_the_pair():
 def test_validate_says_when_no_cell_has_scores(tmp_path):
     _cell(tmp_path / "runs", "vnc_to_fafb", "a", "uda", 0.5)
     with pytest.raises(SystemExit, match="records label-free scores"):
-        model_selection.validate(runs_dir=str(tmp_path / "runs"), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
+        model_selection.validate(runs_dir=str(tmp_path / "runs"), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="", out=str(tmp_path), adapt_runs="")
 
 
 def test_only_deployable_recipes_are_scored():
@@ -269,3 +272,13 @@ def test_batch_norm_default_is_the_variant_the_overall_rule_ranks_first_on_most_
     path.write_text(json.dumps({**json.loads(path.read_text()), "label_free": {"prediction_entropy": 0.05}, "metrics_last": {"iou": 0.7}}))
     tied = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))["methods"]["mmd"]
     assert tied["votes"]["joint"] == tied["votes"]["domain_specific"] == 1 and tied["default"] == "separate"
+
+
+def test_the_committed_reports_are_reproduced_from_the_committed_cells_alone(tmp_path):
+    """What a clean checkout gives (no benchmark work folder): the committed label-free and batch-norm reports."""
+    runs = tmp_path / "runs"
+    shutil.copytree(RESULTS / "runs", runs)
+    model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))  # the defaults
+    model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+    for name in ("label_free_selection.md", "label_free_selection.json", "batch_norm_modes.md", "batch_norm_modes.json"):
+        assert (tmp_path / name).read_text() == (RESULTS / name).read_text(), f"{name}: regenerate it (model_selection.py validate; batch_norm_modes) and commit it with the cells"
