@@ -404,7 +404,7 @@ def validate(
     comparable = comparable_pairs({**pairs, **recorded})
     judged = {k: v for k, v in comparable.items() if k in pairs}
     result = {
-        "rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "not_comparable": sorted(set(pairs) - set(judged)),
+        "rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "not_comparable": sorted({*pairs, *recorded} - set(comparable)),
         "held_out": held_out(judged), "fixed_row_held_out": fixed_row_held_out(judged),
     }  # fmt: skip
     if recorded:  # pre-registered in ca87c2e: the recorded runs as pairs of their families, beside the result above
@@ -539,8 +539,8 @@ def _markdown(result: dict) -> str:
         lines += [
             "Rules are compared on the same pairs: a pair enters the held-out step, the overall rule and the batch-norm votes only",
             "when every candidate holds every score some candidate holds (consensus aside; `comparable_pairs`). Not comparable,",
-            f"so tabulated only: {', '.join(result['not_comparable'])} (their cells lost the scores once filled in from a work folder;",
-            "see `da_benchmark_notes.md`, session 29).", "",
+            f"so tabulated only: {', '.join(result['not_comparable'])} (cells that lost the scores once filled in from a work folder,",
+            "see `da_benchmark_notes.md`, session 29; a recorded run made before adapt.py computed every score).", "",
         ]  # fmt: skip
     lines += _held_out_lines(result["held_out"]) or ["- no comparable pair yet"]
     if result.get("held_out_with_adapt_runs"):
@@ -548,7 +548,7 @@ def _markdown(result: dict) -> str:
                   "family, a run on another task's re-imaged target a development pair of that task's family (regret over its pairs):", ""]  # fmt: skip
         lines += _held_out_lines(result["held_out_with_adapt_runs"])
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
-    lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()]
+    lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()] or ["- no comparable pair yet"]
     lines += _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))
     return "\n".join(lines + _calibration_markdown(result["lead_calibration"])) + "\n"
 
