@@ -473,7 +473,7 @@ def batch_norm_modes(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "run
     lines = [
         "# Batch norm across domains: each seed method's default, chosen without target labels",
         "",
-        f"Rule `{rule}` (lowest mean regret over all pairs of results/label_free_selection.md) ranks each method's variants on",
+        f"Rule `{rule}` (lowest mean regret over the comparable pairs of results/label_free_selection.md: {', '.join(pairs)}) ranks each method's variants on",
         f"every real pair of budget `{budget}`; the variant ranked first on most pairs is the default (ties: separate).",
         "Target-test IoU of each variant is shown for the reader; it chose nothing.",
         "",
@@ -548,7 +548,10 @@ def _markdown(result: dict) -> str:
                   "family, a run on another task's re-imaged target a development pair of that task's family (regret over its pairs):", ""]  # fmt: skip
         lines += _held_out_lines(result["held_out_with_adapt_runs"])
     lines += ["", "Yardstick: no score, one row deployed on every target, the row with the lowest mean regret on the other directions' pairs:", ""]
-    lines += [f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" for held, f in result.get("fixed_row_held_out", {}).items()] or ["- no comparable pair yet"]
+    lines += [
+        f"- {held}: `{f['row']}`, held-out regret {_fmt(f['regret'])}" if f["row"] else f"- {held}: no row could be chosen (no other family has a comparable pair)"
+        for held, f in result.get("fixed_row_held_out", {}).items()
+    ] or ["- no comparable pair yet"]
     lines += _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))
     return "\n".join(lines + _calibration_markdown(result["lead_calibration"])) + "\n"
 
@@ -576,7 +579,7 @@ def _held_out_lines(held_out_result: dict[str, dict]) -> list[str]:
     lines = []
     for held, h in held_out_result.items():
         if h["rule"] is None:
-            lines.append(f"- {held}: no rule could be chosen (no other direction with scores)")
+            lines.append(f"- {held}: no rule could be chosen (no other family has a comparable pair)")
             continue
         seeds = ", ".join(f"{p.split('/')[-1]} {_fmt(h['regrets'][p])}" for p in judged_pairs(h["regrets"]))
         verdict = "meets the goal" if h["regret"] is not None and h["regret"] <= GOAL_REGRET else "misses the goal"
