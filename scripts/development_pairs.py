@@ -111,11 +111,24 @@ def _run_cell(cell: dict, recipes: dict[str, Recipe], dataset: Path, shift: str,
     """One candidate on one development pair: deploy, score, evaluate; the cached cell when it exists."""
     direction, row, seed = cell["direction"], recipes[cell["row"]], cell["seed"]
     pair = pair_name(direction, shift)
-    out = cell_path(runs, budget, pair, row.name, seed)
+    out = runs / f"{budget}{SUFFIX}" / pair / row.name / f"seed{seed}.json"
     if out.exists():
         return json.loads(out.read_text())
+    trained = {r.name: work / budget / direction / r.name / f"seed{seed}" for r in chain(recipes, row.name) if r.train}
+    missing = [name for name, root in trained.items() if not (root / TRAINED_MARKER).exists()]
+    if missing:
+        raise SystemExit(f"{direction}/{row.name}/seed{seed}: the benchmark's trainings {missing} are not under {work / budget}; run the benchmark first.")
     start = time.time()
-    metrics, scores = measure(cell, recipes, dataset, shift, budget, work, device, env)
+    root = work / f"{budget}{SUFFIX}" / pair
+    run_ = RecipeRun(
+        recipes, dataset, BUDGETS[budget], seed, lambda name: root / name / f"seed{seed}", env=env,
+        given={name: path / "models" / "model_final.pt" for name, path in trained.items()},
+    )
+    cell_root = root / row.name / f"seed{seed}"
+    print(f"  {pair}/{row.name}/seed{seed}", flush=True)
+    metrics = run_.evaluate(row, run_.checkpoint(row), cell_root / "eval_last", "eval_last")
+    folder = cell_root / "label_free"
+    scores = label_free.scores(label_free.deploy(run_, row, folder), folder, *label_free.regions(dataset), run_.bundle, device)
     result = {
         "direction": pair,
         "real_direction": direction,
@@ -135,32 +148,6 @@ def _run_cell(cell: dict, recipes: dict[str, Recipe], dataset: Path, shift: str,
     write_result(out, result)
     print(f"  {pair}/{row.name}/seed{seed}: IoU {metrics['iou']:.3f} ({result['wall_s']:.0f} s)", flush=True)
     return result
-
-
-def cell_path(runs: Path, budget: str, pair: str, row: str, seed: int) -> Path:
-    """Where the development cell of ``row`` and ``seed`` on ``pair`` is cached."""
-    return runs / f"{budget}{SUFFIX}" / pair / row / f"seed{seed}.json"
-
-
-def measure(cell: dict, recipes: dict[str, Recipe], dataset: Path, shift: str, budget: str, work: Path, device: str, env: dict) -> tuple[dict, dict]:
-    """The target-test metrics and label-free scores of the benchmark cell ``cell``'s candidate deployed
-    on the development pair ``dataset`` (``shift``), from the models the benchmark trained under ``work``."""
-    direction, row, seed = cell["direction"], recipes[cell["row"]], cell["seed"]
-    pair = pair_name(direction, shift)
-    trained = {r.name: work / budget / direction / r.name / f"seed{seed}" for r in chain(recipes, row.name) if r.train}
-    missing = [name for name, root in trained.items() if not (root / TRAINED_MARKER).exists()]
-    if missing:
-        raise SystemExit(f"{direction}/{row.name}/seed{seed}: the benchmark's trainings {missing} are not under {work / budget}; run the benchmark first.")
-    root = work / f"{budget}{SUFFIX}" / pair
-    run_ = RecipeRun(
-        recipes, dataset, BUDGETS[budget], seed, lambda name: root / name / f"seed{seed}", env=env,
-        given={name: path / "models" / "model_final.pt" for name, path in trained.items()},
-    )
-    cell_root = root / row.name / f"seed{seed}"
-    print(f"  {pair}/{row.name}/seed{seed}", flush=True)
-    metrics = run_.evaluate(row, run_.checkpoint(row), cell_root / "eval_last", "eval_last")
-    folder = cell_root / "label_free"
-    return metrics, label_free.scores(label_free.deploy(run_, row, folder), folder, *label_free.regions(dataset), run_.bundle, device)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ writes every score and the pick (``RULES[rule]``) to ``selection.json`` and ``se
 
 ``validate`` asks whether each score predicts target-test IoU, from the benchmark's cached cells
 (every cell records its label-free scores; consensus, and scores added after a cell was made, come
-from the segmentations kept in the benchmark's work folder and are written into the cells): per pair, the Spearman and Kendall correlation of the score with IoU over
-the unsupervised candidates, and the regret of picking the top-scored one (best IoU minus the
-pick's). The rule for a real direction is chosen on the pairs of the *other* directions (lowest mean
-regret over their seeds and development pairs) and then applied to it: the held-out regret.
+from the segmentations kept in the benchmark's work folder and are written into the cells): per
+pair, the Spearman and Kendall correlation of the score with IoU over the unsupervised candidates,
+and the regret of picking the top-scored one (best IoU minus the pick's). The rule for a real
+direction is chosen on the pairs of the *other* directions (lowest mean regret over their seeds and
+development pairs) and then applied to it: the held-out regret.
 """
 
 from __future__ import annotations
@@ -326,7 +327,8 @@ def collect_pairs(runs_dir: Path, work_dir: Path | None, budgets: tuple[str, ...
 
 def _fill_from_kept(key: str, candidates: dict[str, dict], work_dir: Path, compute: tuple[str, ...]) -> None:
     """Fill in, from the segmentations ``work_dir`` keeps for the pair ``key``, the scores its candidates
-    lack (and ``compute``'s, running the model again), and its consensus when 3 or more kept them."""
+    lack (and ``compute``'s, running the model again), and its consensus when every scored candidate
+    (3 or more) kept its segmentation."""
     budget, direction, seed = key.split("/")
     folders = {n: work_dir / budget / direction / n / seed / "label_free" for n, c in candidates.items() if c["scores"]}
     folders = {n: f for n, f in folders.items() if label_free.segmentation_complete(f / label_free.TARGET_REGION)}
