@@ -261,10 +261,11 @@ def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[st
     return complete, {p: f"{len(c)} of {len(rows[grid[p]])}" for p, c in later.items() if p not in complete}
 
 
-def comparable_pairs(pairs: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+def comparable_pairs(pairs: dict[str, dict[str, dict]], others: dict[str, dict[str, dict]] | None = None) -> dict[str, dict[str, dict]]:
     """The pairs whose every scored candidate holds every score of ``PAIR_SCORES`` that some candidate of
-    ``pairs`` holds (a recorded None counts: no BBSE estimate); consensus, computed per pair, is not required."""
-    seen = set().union(*(c["scores"] for candidates in pairs.values() for c in candidates.values()))
+    ``pairs`` or ``others`` (the recorded adapt.py runs) holds (a recorded None counts: no BBSE estimate);
+    consensus, computed per pair, is not required."""
+    seen = set().union(*(c["scores"] for candidates in (*pairs.values(), *(others or {}).values()) for c in candidates.values()))
     wanted = set(PAIR_SCORES) & seen
     return {k: v for k, v in pairs.items() if all(wanted <= set(c["scores"]) for c in v.values() if c["scores"])}
 
@@ -403,8 +404,7 @@ def validate(
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
     table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
-    comparable = comparable_pairs({**pairs, **recorded})
-    judged = {k: v for k, v in comparable.items() if k in pairs}
+    comparable, judged = comparable_pairs({**pairs, **recorded}), comparable_pairs(pairs, recorded)
     result = {
         "rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "not_comparable": sorted({*pairs, *recorded} - set(comparable)),
         "held_out": held_out(judged), "fixed_row_held_out": fixed_row_held_out(judged),
@@ -443,14 +443,18 @@ def overall_rule(pairs: dict[str, dict[str, dict]]) -> str | None:
     return min(means, key=means.get) if means else None
 
 
-def batch_norm_modes(runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budget: str = "cpu_fair", out: str = str(RESULTS)) -> dict:
+def batch_norm_modes(
+    runs_dir: str = str(RESULTS / "runs"), work_dir: str = "runs/benchmark_da", budget: str = "cpu_fair", out: str = str(RESULTS), adapt_runs: str = str(RESULTS / "adapt")
+) -> dict:
     """Each seed method's batch-norm default, label-free: on every real pair of ``budget`` the rule with
-    the lowest mean regret over all pairs (development pairs included) ranks the method's variants
+    the lowest mean regret over the pairs ``validate`` judges (development pairs included; comparable
+    with each other and the recorded ``adapt_runs``, ``comparable_pairs``) ranks the method's variants
     (``BATCH_NORM_VARIANTS``); the variant ranked first on most pairs is the default (ties: ``separate``).
     Target-test IoU is shown beside each vote, never used. ``results/batch_norm_modes.{json,md}``."""
     budgets = with_development((budget,), Path(runs_dir))
     pairs = collect_pairs(Path(runs_dir), Path(work_dir) if Path(work_dir).is_dir() else None, budgets)
-    pairs = comparable_pairs({k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())})
+    scored = {k: v for k, v in pairs.items() if any(c["scores"] for c in v.values())}
+    pairs = comparable_pairs(scored, collect_adapt_runs(Path(adapt_runs)) if adapt_runs else None)  # validate's comparable pairs
     rule = overall_rule(pairs)
     if rule is None:
         raise SystemExit(f"no rule ranks every comparable pair of {budgets} (``comparable_pairs``); run the benchmark (and development_pairs.py) first.")

@@ -262,7 +262,7 @@ def test_batch_norm_default_is_the_variant_the_overall_rule_ranks_first_on_most_
             path = runs / "cpu_fair" / direction / row / "seed0.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"direction": direction, "row": row, "kind": "uda", "seed": 0, "metrics_last": {"iou": iou}, "label_free": {"prediction_entropy": entropy}}))
-    result = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))
+    result = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")
     assert result["rule"] == "negative_entropy"
     assert result["methods"]["mmd"]["default"] == "joint" and result["methods"]["mmd"]["votes"]["joint"] == 2
     assert "coral" not in result["methods"]  # one variant only: nothing to choose
@@ -270,7 +270,7 @@ def test_batch_norm_default_is_the_variant_the_overall_rule_ranks_first_on_most_
     # the other direction's lowest entropy moves to the DSBN variant: one vote each, a tie keeps separate
     path = runs / "cpu_fair" / "fafb_to_vnc" / "mmd_dsbn" / "seed0.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "label_free": {"prediction_entropy": 0.05}, "metrics_last": {"iou": 0.7}}))
-    tied = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path))["methods"]["mmd"]
+    tied = model_selection.batch_norm_modes(runs_dir=str(runs), work_dir=str(tmp_path / "none"), out=str(tmp_path), adapt_runs="")["methods"]["mmd"]
     assert tied["votes"]["joint"] == tied["votes"]["domain_specific"] == 1 and tied["default"] == "separate"
 
 
