@@ -17,6 +17,7 @@ from custom.utils import atomic_path, git_commit
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 DATA_RECORD = "spacing_nm.json"  # in a model folder: the domain pixel sizes its models were trained at
+DEVELOPMENT_SUFFIX = "_development"  # <budget>_development: where a budget's development cells and work go (development_pairs.py)
 TRAINED_MARKER = "training_complete"  # in a run folder once its training finished: {"commit", "epochs"}
 TRAINING_LOCK = ".training.lock"  # in a run folder while a process trains there
 SELECTION_KINDS = ("uda", "bound")  # kinds of cached cells that are label-free selection candidates (bound: source-only only)

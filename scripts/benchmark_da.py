@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, prepare, reproduces, worker_env, write_result
 from model_selection import REPORT as SELECTION
-from model_selection import SEED_METHODS
+from model_selection import SEED_METHODS, record_pair_scores
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from, upstream
 
 from custom.data.datasets import mito_pair_spacing_nm
@@ -312,7 +312,8 @@ def run(
     work_dir: str = "runs/benchmark_da",
     runs_dir: str = str(RESULTS / "runs"),
 ) -> None:
-    """Run every missing (direction, row, seed) of the grid, then write the report.
+    """Run every missing (direction, row, seed) of the grid, write each complete pair's consensus into
+    its cells (``record_pair_scores``), then write the report.
 
     ``seeds``: a count (0..n-1) or a tuple of seeds; ``rows``/``directions``: restrict the grid
     (by default every row but the exploratory ones, which run only when named here);
@@ -345,6 +346,7 @@ def run(
         for direction in direction_list:
             for row in row_list:
                 bench.run_one(direction, row, seed)
+    record_pair_scores(Path(runs_dir), Path(work_dir), budget)  # the consensus needs the kept segmentations of this session's work folder
     out = str(Path(runs_dir).parent) if not quick else runs_dir
     if three_d:  # the 3D rows are a section of the 2D report
         report(runs_dir=runs_dir, out=out, docs=False)

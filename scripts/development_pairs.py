@@ -23,7 +23,9 @@ from pathlib import Path
 
 import fire
 import label_free
+from benchmark_common import DEVELOPMENT_SUFFIX as SUFFIX
 from benchmark_common import RESULTS, REPO, TRAINED_MARKER, chosen, is_candidate, worker_env, write_result
+from model_selection import record_pair_scores
 from recipes import BUDGETS, Recipe, RecipeRun, chain, load_recipes
 
 from custom.data import Reimaging, load_datalist
@@ -36,7 +38,6 @@ SHIFTS = {
     "fine_noisy": Reimaging(pixel_size_factor=0.8, contrast=1.1, gamma=0.7, noise=0.08),
 }
 DIRECTIONS = ("vnc_to_fafb", "fafb_to_vnc")
-SUFFIX = "_development"  # <budget>_development: where a budget's development cells and work go
 TARGET_KEYS = ("target_training", "target_test")
 
 
@@ -81,7 +82,8 @@ def run(
     device: str = "cpu",
 ) -> list[dict]:
     """Score and evaluate every cached unsupervised candidate of ``budget`` on each development pair
-    (seeds ``0..seeds-1`` or a list); cached development cells are kept."""
+    (seeds ``0..seeds-1`` or a list); cached development cells are kept. Ends by writing each complete
+    pair's consensus into its cells (``record_pair_scores``): the work folder does not outlive the session."""
     if budget not in BUDGETS or "patch_z" in BUDGETS[budget]:
         raise SystemExit(f"budget must be a 2D benchmark budget, got {budget!r}.")
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
@@ -98,6 +100,7 @@ def run(
             for seed in seed_list:
                 for cell in _candidates(runs / budget / direction, seed):
                     cells.append(_run_cell(cell, recipes, dataset, shift, budget, work, runs, device, env, threads))
+    record_pair_scores(runs, work, budget)
     return cells
 
 

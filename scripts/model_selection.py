@@ -27,8 +27,8 @@ import fire
 import label_free
 import numpy as np
 from adapt import PICK_RULE
+from benchmark_common import DEVELOPMENT_SUFFIX as DEVELOPMENT
 from benchmark_common import RESULTS, is_candidate, write_result
-from development_pairs import SUFFIX as DEVELOPMENT
 
 from custom.utils import atomic_path
 
@@ -351,6 +351,13 @@ def _fill_from_kept(key: str, candidates: dict[str, dict], work_dir: Path, compu
     if len(folders) >= 3 and len(folders) == sum(1 for c in candidates.values() if c["scores"]):
         for name, value in label_free.consensus(folders).items():
             candidates[name]["scores"].update({"consensus_agreement": value, CONSENSUS_AMONG: sorted(folders)})
+
+
+def record_pair_scores(runs_dir: Path, work_dir: Path, budget: str) -> None:
+    """Write into the cells of ``budget`` and its development pairs what only ``work_dir`` can give
+    (each pair's consensus, scores added since; ``collect_pairs``): called when a benchmark or
+    development run ends, since a session's work folder does not outlive it."""
+    collect_pairs(runs_dir, work_dir, with_development((budget,), runs_dir))
 
 
 def record_scores(path: Path, scores: dict) -> None:

@@ -66,8 +66,10 @@ def test_candidates_are_deployed_scored_and_evaluated_on_the_reimaged_target(ben
     work, runs = benchmark_tree
     monkeypatch.chdir(work.parent)
     work = work.relative_to(work.parent)  # as the benchmark passes it: relative to the working directory
+    recorded = []  # the run ends by writing what only its work folder gives into the cells
+    monkeypatch.setattr(development_pairs, "record_pair_scores", lambda *args: recorded.append(args) or model_selection.record_pair_scores(*args))
     cells = development_pairs.run(budget="synthetic", shifts="fine_noisy", directions="vnc_to_fafb", work_dir=str(work), runs_dir=str(runs))
-    assert sorted(c["row"] for c in cells) == ["adabn", "source_only"]
+    assert sorted(c["row"] for c in cells) == ["adabn", "source_only"] and recorded == [(runs, work, "synthetic")]
     for cell in cells:
         assert cell["direction"] == "vnc_to_fafb@fine_noisy" and 0 <= cell["metrics_last"]["iou"] <= 1
         assert set(cell["label_free"]) >= {"prediction_entropy", "information_maximization", "bbse_foreground_fraction", "rotation_agreement", "network_rotation_agreement", "balanced_rotation_agreement", "dev_risk", "iwcv_risk"}

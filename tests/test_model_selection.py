@@ -107,6 +107,23 @@ def test_the_consensus_of_a_pair_scored_in_one_work_folder_is_written_into_its_c
     assert {n: c["scores"].get("consensus_agreement") for n, c in served.items()} == {"source_only": 0.8, "a": 0.8, "b": 0.8, "scale_match": None}
 
 
+def test_a_run_records_the_consensus_of_its_budget_and_development_pairs_into_their_cells(tmp_path, monkeypatch):
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    outputs = dict.fromkeys(label_free.OUTPUT_SCORES, 0.1)
+    for budget, direction in (("cpu", "vnc_to_fafb"), ("cpu_development", "vnc_to_fafb@coarse_flat")):
+        for row, kind, iou in (("source_only", "bound", 0.3), ("a", "uda", 0.5), ("b", "uda", 0.6)):
+            _cell(runs, direction, row, kind, iou, budget=budget, **outputs)
+            (work / budget / direction / row / "seed0" / "label_free").mkdir(parents=True)
+    _cell(runs, "vnc_to_fafb", "a", "uda", 0.5, budget="cpu_long", **outputs)  # another budget: not this run's
+    monkeypatch.setattr(label_free, "segmentation_complete", lambda path: True)
+    monkeypatch.setattr(label_free, "consensus", lambda folders: {name: 0.8 for name in folders})
+    model_selection.record_pair_scores(runs, work, "cpu")
+    for budget, direction in (("cpu", "vnc_to_fafb"), ("cpu_development", "vnc_to_fafb@coarse_flat")):
+        stored = json.loads((runs / budget / direction / "b" / "seed0.json").read_text())["label_free"]
+        assert stored == {**outputs, "consensus_agreement": 0.8, "consensus_among": ["a", "b", "source_only"]}
+    assert "consensus_agreement" not in json.loads((runs / "cpu_long" / "vnc_to_fafb" / "a" / "seed0.json").read_text())["label_free"]
+
+
 def test_pairs_missing_a_score_others_hold_are_tabulated_but_choose_and_judge_nothing(tmp_path):
     runs = tmp_path / "runs"
     for direction in ("vnc_to_fafb", "fafb_to_vnc"):
