@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, prepare, reproduces, worker_env, write_result
 from model_selection import REPORT as SELECTION
-from model_selection import SEED_METHODS, record_pair_scores
+from model_selection import BATCH_NORM_REPORT, BATCH_NORM_VARIANTS, SEED_METHODS, record_pair_scores
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from, upstream
 
 from custom.data.datasets import mito_pair_spacing_nm
@@ -619,10 +619,20 @@ def equal_training_baseline(budget: str) -> str:
     return CONTINUED if BUDGETS[budget].get("adapt_from") else "source_only"
 
 
-def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS, known: dict[str, dict] | None = None) -> dict:
-    """Per budget with cached cells and per direction: each of ``EFFECT_ROWS``' paired IoU difference from
-    the budget's ``equal_training_baseline`` seed by seed (``paired_deltas``), or from source-only, flagged,
-    while that baseline has no cell. ``known``: budgets' ``summarise`` tables already made (not loaded again)."""
+def deployed_variants(batch_norm_modes: dict) -> dict[str, str]:
+    """Each seed method's row as deployed: the variant of its label-free batch-norm default
+    (``model_selection.py batch_norm_modes``' JSON; a method it does not name stays ``separate``)."""
+    defaults = {method: m["default"] for method, m in batch_norm_modes.get("methods", {}).items()}
+    return {method: method + BATCH_NORM_VARIANTS[defaults.get(method, "separate")] for method in SEED_METHODS}
+
+
+def budget_effects(
+    runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS, known: dict[str, dict] | None = None, deployed: dict[str, str] | None = None
+) -> dict:
+    """Per budget with cached cells and per direction: each of ``EFFECT_ROWS``' (and of the ``deployed_variants``')
+    paired IoU difference from the budget's ``equal_training_baseline`` seed by seed (``paired_deltas``), or from
+    source-only, flagged, while that baseline has no cell. ``known``: budgets' ``summarise`` tables already made."""
+    names = (*EFFECT_ROWS, *(v for v in (deployed or {}).values() if v not in EFFECT_ROWS))
     effects: dict = {}
     for budget in (b for b in budgets if (runs_dir / b).is_dir()):
         table = (known or {}).get(budget) or summarise(_load(runs_dir / budget))
@@ -632,7 +642,7 @@ def budget_effects(runs_dir: Path, budgets: Sequence[str] = EFFECT_BUDGETS, know
                 baseline = "source_only"
             if baseline not in cells:
                 continue
-            rows = {n: paired_deltas(cells[n], cells[baseline]) for n in EFFECT_ROWS if n in cells}
+            rows = {n: paired_deltas(cells[n], cells[baseline]) for n in names if n in cells}
             effects.setdefault(budget, {})[direction] = {
                 "baseline": baseline,
                 "baseline_iou": cells[baseline]["iou"]["mean"],
@@ -667,21 +677,45 @@ def _budget_rule(name: str) -> str:
     return f"`{name}` {b['max_epochs'] * b['iterations_per_epoch']} iterations{shape} {how}"
 
 
-def _effect_range(rows: list[dict[str, list[float]]]) -> str:
-    """The lowest and highest mean paired Δ of a seed method over the directions, e.g. ``-0.07 to +0.03``."""
-    means = [float(np.mean(r[n])) for r in rows for n in SEED_METHODS if n in r]
+def _effect_range(rows: list[dict[str, list[float]]], methods: Sequence[str] = SEED_METHODS) -> str:
+    """The lowest and highest mean paired Δ of ``methods`` over the directions, e.g. ``-0.07 to +0.03``."""
+    means = [float(np.mean(r[n])) for r in rows for n in methods if n in r]
     return f"{min(means):+.2f} to {max(means):+.2f}" if means else "–"
 
 
-def budget_effect_lines(effects: dict) -> list[str]:
+def _verdict(budget: str, directions: dict, methods: Sequence[str], title: str = "") -> str:
+    """One budget's verdict line: which of ``methods`` beat its baseline on every seed in both directions,
+    which fall below it on every seed in one; a range only, while a method has fewer than ``SEEDS_REQUIRED`` seeds."""
+    rows = [e["rows"] for e in directions.values()]
+    ran = [n for n in methods if len(rows) == len(DIRECTIONS) and all(n in r for r in rows)]
+    helps = [n for n in ran if all(min(r[n]) > 0 for r in rows)]
+    hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
+    counts = [len(r[n]) for r in rows for n in methods if n in r] or [len(d) for r in rows for d in r.values()] or [0]
+    fewest, most = min(counts), max(counts)  # a grid still running: the verdict waits for its slowest seed method
+    caveat = "" if all(e["equal_training"] for e in directions.values()) else f", vs source-only: {CONTINUED} not run yet"
+    seeds = f"{fewest}" if fewest == most else f"{fewest}–{most}"
+    head = f"- `{budget}`{f', {title}' if title else ''} ({seeds} seed{'' if most == 1 else 's'}, {len(ran)} of {len(methods)} seed methods run{caveat}): "
+    if fewest < SEEDS_REQUIRED:
+        return head + f"seed methods' Δ {_effect_range(rows, methods)}; no verdict before {SEEDS_REQUIRED} seeds."
+    return head + f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}."
+
+
+def budget_effect_lines(effects: dict, deployed: dict[str, str] | None = None) -> list[str]:
     """The table of paired effects per budget (``budget_effects``) and, per budget, which seed methods
-    beat its baseline on every seed in both directions."""
+    beat its baseline on every seed in both directions; with ``deployed`` (``deployed_variants``), a second
+    row per budget whose cells hold them: each seed method as deployed with its batch-norm default."""
     if not effects:
         return []
+    variants = {m: v for m, v in (deployed or {}).items() if v != m}
     lines = [
         "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); the "
         f"oracle's Δ is the room there is; {CONTINUED}: source-only trained on as long, without the target. Seed methods: "
-        + ", ".join(_budget_rule(b) for b in effects) + f" (batches of {_shape(BUDGETS['cpu'])} unless noted).",
+        + ", ".join(_budget_rule(b) for b in effects) + f" (batches of {_shape(BUDGETS['cpu'])} unless noted)."
+        + (
+            f" `<budget>, BN default`: as deployed with the label-free batch-norm defaults ({BATCH_NORM_REPORT}.md: "
+            + ", ".join(variants.values()) + "), where cells exist."
+            if variants else ""
+        ),
         "",
         "| budget | direction | baseline (IoU) | " + " | ".join(EFFECT_ROWS) + " |",
         "|---|---|---|" + "---|" * len(EFFECT_ROWS),
@@ -690,21 +724,14 @@ def budget_effect_lines(effects: dict) -> list[str]:
         for direction, e in directions.items():
             base = f"{e['baseline']} ({e['baseline_iou']:.3f})" + ("" if e["equal_training"] else ", **shorter training**")
             lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in EFFECT_ROWS) + " |")
+            if any(v in e["rows"] for v in variants.values()):
+                shown = ("oracle", *(deployed[m] for m in SEED_METHODS))
+                lines.append(f"| {budget}, BN default | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in shown) + " |")
     lines.append("")
     for budget, directions in effects.items():
-        rows = [e["rows"] for e in directions.values()]
-        ran = [n for n in SEED_METHODS if len(rows) == len(DIRECTIONS) and all(n in r for r in rows)]
-        helps = [n for n in ran if all(min(r[n]) > 0 for r in rows)]
-        hurts = [n for n in ran if any(max(r[n]) < 0 for r in rows)]
-        counts = [len(r[n]) for r in rows for n in SEED_METHODS if n in r] or [len(d) for r in rows for d in r.values()] or [0]
-        fewest, most = min(counts), max(counts)  # a grid still running: the verdict waits for its slowest seed method
-        caveat = "" if all(e["equal_training"] for e in directions.values()) else f", vs source-only: {CONTINUED} not run yet"
-        seeds = f"{fewest}" if fewest == most else f"{fewest}–{most}"
-        head = f"- `{budget}` ({seeds} seed{'' if most == 1 else 's'}, {len(ran)} of {len(SEED_METHODS)} seed methods run{caveat}): "
-        if fewest < SEEDS_REQUIRED:
-            lines.append(head + f"seed methods' Δ {_effect_range(rows)}; no verdict before {SEEDS_REQUIRED} seeds.")
-            continue
-        lines.append(head + f"better on every seed, both directions: {', '.join(helps) or 'none'}; worse on every seed in a direction: {', '.join(hurts) or 'none'}.")
+        lines.append(_verdict(budget, directions, SEED_METHODS))
+        if variants and all(any(v in e["rows"] for v in variants.values()) for e in directions.values()):
+            lines.append(_verdict(budget, directions, [deployed[m] for m in SEED_METHODS], "BN default"))
     return lines
 
 
@@ -1073,14 +1100,14 @@ def _three_d_markdown(table: dict, table_3d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _update_docs(table: dict, budget: dict, effects: dict, docs: Path = DOCS) -> None:
+def _update_docs(table: dict, budget: dict, effects: dict, deployed: dict[str, str], docs: Path = DOCS) -> None:
     """Replace the benchmark block of the bundle's docs/README.md with the results in brief, the paired
     effects of the seed methods per budget and the bar chart."""
     content = docs.read_text()
     start, end = content.find(DOCS_START), content.find(DOCS_END)
     if start < 0 or end < start:
         raise SystemExit(f"{docs}: the markers {DOCS_START!r} ... {DOCS_END!r} are missing.")
-    longer = "\n".join(["", "Seed methods at each budget:", "", *budget_effect_lines(effects)]) + "\n" if effects else ""
+    longer = "\n".join(["", "Seed methods at each budget:", "", *budget_effect_lines(effects, deployed)]) + "\n" if effects else ""
     block = f"{DOCS_START}\n{_brief_markdown(table, budget)}\n{longer}\n![IoU per row](../../../results/da_benchmark.png)\n{DOCS_END}"
     with atomic_path(docs) as tmp:
         tmp.write_text(content[:start] + block + content[end + len(DOCS_END) :])
@@ -1129,11 +1156,12 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
-    effects = budget_effects(Path(runs_dir), known={budget: table}) if budget == "cpu" else {}
+    deployed = deployed_variants(_read_beside_runs(runs_dir, f"{BATCH_NORM_REPORT}.json"))
+    effects = budget_effects(Path(runs_dir), known={budget: table}, deployed=deployed) if budget == "cpu" else {}
     if effects:
         summary["budget_effects"] = effects
         budget_effect_chart(effects, out_dir / f"{EFFECTS_CHART}.png")
-        text += "\n" + "\n".join(["## Seed methods at each budget", "", *budget_effect_lines(effects), "", f"![paired effects per budget]({EFFECTS_CHART}.png)"]) + "\n"
+        text += "\n" + "\n".join(["## Seed methods at each budget", "", *budget_effect_lines(effects, deployed), "", f"![paired effects per budget]({EFFECTS_CHART}.png)"]) + "\n"
     selection = _read_beside_runs(runs_dir, f"{SELECTION}.json")
     picks = label_free_picks(table, selection, budget)
     if picks:
@@ -1145,7 +1173,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
             tmp.write_text(content)
     _bar_chart(table, out_dir / f"{stem}.png")
     if docs and budget == "cpu":
-        _update_docs(table, BUDGETS[budget], effects)
+        _update_docs(table, BUDGETS[budget], effects, deployed)
     print(text)
 
 

@@ -194,6 +194,31 @@ def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_train
     assert "`cpu_long` 2000 iterations on top of the source-only model" in lines[0] and "(batches of 4 × 128² at 10 nm unless noted)" in lines[0]
 
 
+def test_each_seed_method_is_also_shown_as_deployed_with_its_label_free_batch_norm_default(tmp_path, monkeypatch):
+    bench_da = _benchmark_module(monkeypatch)
+    modes = {"methods": {"coral": {"default": "separate + AdaBN at test"}, "mmd": {"default": "separate"}}}
+    deployed = bench_da.deployed_variants(modes)
+    assert deployed == {"mmd": "mmd", "coral": "coral_adabn", "dann": "dann", "ynet": "ynet", "two_stream": "two_stream"}
+    runs_dir = tmp_path / "runs"
+    for seed in range(3):
+        for row, iou in (("source_only_continued", 0.5), ("mmd", 0.52), ("coral", 0.48), ("coral_adabn", 0.55)):
+            _write_run(runs_dir, row, seed, iou, 0.5, 0.6, budget_name="cpu_fair")
+    rows = bench_da.budget_effects(runs_dir, deployed=deployed)["cpu_fair"]["vnc_to_fafb"]["rows"]
+    assert rows["coral_adabn"] == pytest.approx([0.05] * 3) and rows["coral"] == pytest.approx([-0.02] * 3)
+    fair = {"baseline": "source_only_continued", "baseline_iou": 0.5, "equal_training": True}
+    effects = {"cpu_fair": {d: {**fair, "rows": dict(rows)} for d in ("vnc_to_fafb", "fafb_to_vnc")}}
+    lines = bench_da.budget_effect_lines(effects, deployed)
+    assert "| cpu_fair | VNC → FAFB | source_only_continued (0.500) | – | +0.02 ± 0.00 (3/3) | -0.02 ± 0.00 (0/3) | – | – | – |" in lines
+    assert "| cpu_fair, BN default | VNC → FAFB | source_only_continued (0.500) | – | +0.02 ± 0.00 (3/3) | +0.05 ± 0.00 (3/3) | – | – | – |" in lines
+    assert "(batch_norm_modes.md: coral_adabn), where cells exist." in lines[0]
+    verdicts = [line for line in lines if line.startswith("- ")]
+    assert verdicts == [
+        "- `cpu_fair` (3 seeds, 2 of 5 seed methods run): better on every seed, both directions: mmd; worse on every seed in a direction: coral.",
+        "- `cpu_fair`, BN default (3 seeds, 2 of 5 seed methods run): better on every seed, both directions: mmd, coral_adabn; worse on every seed in a direction: none.",
+    ]
+    assert not any("BN default" in line for line in bench_da.budget_effect_lines(effects))  # without defaults: as trained only
+
+
 def test_the_equal_training_baseline_replaces_source_only_once_it_has_cells(tmp_path, monkeypatch):
     bench_da = _benchmark_module(monkeypatch)
     runs_dir = tmp_path / "runs"
