@@ -672,7 +672,7 @@ def _shape(budget: dict) -> str:
 def _budget_rule(name: str) -> str:
     """How a budget trains the seed methods, in words (batch, patch and pixel size where not the ``cpu`` budget's)."""
     b, cpu = BUDGETS[name], BUDGETS["cpu"]
-    how = "on top of the source-only model" if b.get("adapt_from") else "from scratch"
+    how = "on the source-only model" if b.get("adapt_from") else "from scratch"
     shape = "" if _shape(b) == _shape(cpu) else f" of {_shape(b)}"
     return f"`{name}` {b['max_epochs'] * b['iterations_per_epoch']} iterations{shape} {how}"
 
@@ -708,12 +708,11 @@ def budget_effect_lines(effects: dict, deployed: dict[str, str] | None = None) -
         return []
     variants = {m: v for m, v in (deployed or {}).items() if v != m}
     lines = [
-        "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); the "
-        f"oracle's Δ is the room there is; {CONTINUED}: source-only trained on as long, without the target. Seed methods: "
+        "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); "
+        f"oracle: the room there is; {CONTINUED}: source-only trained as long, without the target. Seed methods: "
         + ", ".join(_budget_rule(b) for b in effects) + f" (batches of {_shape(BUDGETS['cpu'])} unless noted)."
         + (
-            f" `<budget>, BN default`: as deployed with the label-free batch-norm defaults ({BATCH_NORM_REPORT}.md: "
-            + ", ".join(variants.values()) + "), where cells exist."
+            " `<budget>, BN default`: as deployed, with the label-free BN defaults (" + ", ".join(variants.values()) + "), where cells exist."
             if variants else ""
         ),
         "",
@@ -725,8 +724,8 @@ def budget_effect_lines(effects: dict, deployed: dict[str, str] | None = None) -
             base = f"{e['baseline']} ({e['baseline_iou']:.3f})" + ("" if e["equal_training"] else ", **shorter training**")
             lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in EFFECT_ROWS) + " |")
             if any(v in e["rows"] for v in variants.values()):
-                shown = ("oracle", *(deployed[m] for m in SEED_METHODS))
-                lines.append(f"| {budget}, BN default | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in shown) + " |")
+                shown = " | ".join(_format_deltas(e["rows"].get(deployed[m], ()), 2) for m in SEED_METHODS)
+                lines.append(f"| {budget}, BN default | {_direction_title(direction)} | same | same | {shown} |")
     lines.append("")
     for budget, directions in effects.items():
         lines.append(_verdict(budget, directions, SEED_METHODS))

@@ -191,7 +191,7 @@ def test_seed_methods_at_each_budget_are_paired_with_the_baseline_of_equal_train
         "no verdict before 3 seeds."
     )
     assert verdicts[2] == "- `gpu` (1–3 seeds, 2 of 5 seed methods run): seed methods' Δ +0.10 to +0.10; no verdict before 3 seeds."
-    assert "`cpu_long` 2000 iterations on top of the source-only model" in lines[0] and "(batches of 4 × 128² at 10 nm unless noted)" in lines[0]
+    assert "`cpu_long` 2000 iterations on the source-only model" in lines[0] and "(batches of 4 × 128² at 10 nm unless noted)" in lines[0]
 
 
 def test_each_seed_method_is_also_shown_as_deployed_with_its_label_free_batch_norm_default(tmp_path, monkeypatch):
@@ -209,8 +209,8 @@ def test_each_seed_method_is_also_shown_as_deployed_with_its_label_free_batch_no
     effects = {"cpu_fair": {d: {**fair, "rows": dict(rows)} for d in ("vnc_to_fafb", "fafb_to_vnc")}}
     lines = bench_da.budget_effect_lines(effects, deployed)
     assert "| cpu_fair | VNC → FAFB | source_only_continued (0.500) | – | +0.02 ± 0.00 (3/3) | -0.02 ± 0.00 (0/3) | – | – | – |" in lines
-    assert "| cpu_fair, BN default | VNC → FAFB | source_only_continued (0.500) | – | +0.02 ± 0.00 (3/3) | +0.05 ± 0.00 (3/3) | – | – | – |" in lines
-    assert "(batch_norm_modes.md: coral_adabn), where cells exist." in lines[0]
+    assert "| cpu_fair, BN default | VNC → FAFB | same | same | +0.02 ± 0.00 (3/3) | +0.05 ± 0.00 (3/3) | – | – | – |" in lines
+    assert "with the label-free BN defaults (coral_adabn), where cells exist." in lines[0]
     verdicts = [line for line in lines if line.startswith("- ")]
     assert verdicts == [
         "- `cpu_fair` (3 seeds, 2 of 5 seed methods run): better on every seed, both directions: mmd; worse on every seed in a direction: coral.",
