@@ -677,7 +677,7 @@ def _budget_rule(name: str) -> str:
     return f"`{name}` {b['max_epochs'] * b['iterations_per_epoch']} iterations{shape} {how}"
 
 
-def _effect_range(rows: list[dict[str, list[float]]], methods: Sequence[str] = SEED_METHODS) -> str:
+def _effect_range(rows: list[dict[str, list[float]]], methods: Sequence[str]) -> str:
     """The lowest and highest mean paired Δ of ``methods`` over the directions, e.g. ``-0.07 to +0.03``."""
     means = [float(np.mean(r[n])) for r in rows for n in methods if n in r]
     return f"{min(means):+.2f} to {max(means):+.2f}" if means else "–"
@@ -707,6 +707,11 @@ def budget_effect_lines(effects: dict, deployed: dict[str, str] | None = None) -
     if not effects:
         return []
     variants = {m: v for m, v in (deployed or {}).items() if v != m}
+
+    def has_variants(direction_effects: dict) -> bool:
+        """Whether a direction holds cells of a deployed variant."""
+        return any(v in direction_effects["rows"] for v in variants.values())
+
     lines = [
         "Paired Δ IoU vs the baseline of equal total training, same budget and seed (mean ± std, seeds beating it / seeds); "
         f"oracle: the room there is; {CONTINUED}: source-only trained as long, without the target. Seed methods: "
@@ -723,13 +728,13 @@ def budget_effect_lines(effects: dict, deployed: dict[str, str] | None = None) -
         for direction, e in directions.items():
             base = f"{e['baseline']} ({e['baseline_iou']:.3f})" + ("" if e["equal_training"] else ", **shorter training**")
             lines.append(f"| {budget} | {_direction_title(direction)} | {base} | " + " | ".join(_format_deltas(e["rows"].get(n, ()), 2) for n in EFFECT_ROWS) + " |")
-            if any(v in e["rows"] for v in variants.values()):
+            if has_variants(e):
                 shown = " | ".join(_format_deltas(e["rows"].get(deployed[m], ()), 2) for m in SEED_METHODS)
                 lines.append(f"| {budget}, BN default | {_direction_title(direction)} | same | same | {shown} |")
     lines.append("")
     for budget, directions in effects.items():
         lines.append(_verdict(budget, directions, SEED_METHODS))
-        if variants and all(any(v in e["rows"] for v in variants.values()) for e in directions.values()):
+        if variants and all(has_variants(e) for e in directions.values()):
             lines.append(_verdict(budget, directions, [deployed[m] for m in SEED_METHODS], "BN default"))
     return lines
 
@@ -1155,7 +1160,7 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if three_d:
         summary["table_3d"] = summarise(three_d)
         text += "\n" + _three_d_markdown(table, summary["table_3d"])
-    deployed = deployed_variants(_read_beside_runs(runs_dir, f"{BATCH_NORM_REPORT}.json"))
+    deployed = deployed_variants(_read_beside_runs(runs_dir, f"{BATCH_NORM_REPORT}.json")) if budget == "cpu" else {}
     effects = budget_effects(Path(runs_dir), known={budget: table}, deployed=deployed) if budget == "cpu" else {}
     if effects:
         summary["budget_effects"] = effects
