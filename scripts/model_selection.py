@@ -203,18 +203,19 @@ def fixed_row_held_out(pairs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, dict]]) -> dict[str, dict]:
+def prospective(pairs: dict[str, dict[str, dict]], later: dict[str, dict[str, dict]], held: dict[str, dict] | None = None) -> dict[str, dict]:
     """Rules fixed before the ``later`` pairs existed, applied to them: ``adapt.py``'s ``PICK_RULE``, the
-    rule with the lowest mean regret over all of ``pairs`` (``overall_rule``), the ``fixed_row`` of
-    ``pairs`` among the later pair's candidates and source-only (no adaptation). Per later pair: each
-    one's pick and regret."""
+    rule with the lowest mean regret over all of ``pairs`` (``overall_rule``), the rule the held-out step
+    chose for the later pair's family on the other families' pairs (``held``, ``held_out``'s result; none
+    for a family it has no rule for), the ``fixed_row`` of ``pairs`` among the later pair's candidates and
+    source-only (no adaptation). Per later pair: each one's pick and regret."""
     rules = {"adapt.py rule": PICK_RULE, "overall rule": overall_rule(pairs)}
     out = {}
     for name, candidates in later.items():
         row = fixed_row({p: {n: c for n, c in earlier.items() if n in candidates} for p, earlier in pairs.items()})
         regrets = _row_regrets(candidates)
         entry = {"n": len(regrets), "best": min(regrets, key=regrets.get) if regrets else None}
-        for label, rule in rules.items():
+        for label, rule in {**rules, "held-out rule": (held or {}).get(family(name), {}).get("rule")}.items():
             stats = pair_statistics(candidates, RULES[rule], RULE_SCORES[rule]) if rule else {"pick": None, "regret": None, "spearman": None}
             entry[label] = {"rule": rule, "pick": stats["pick"], "regret": stats["regret"], "spearman": stats["spearman"]}
         for label, fixed in (("fixed row", row), ("no adaptation", "source_only")):
@@ -420,7 +421,7 @@ def validate(
         result["held_out_with_adapt_runs"] = held_out(comparable)
     later, unfinished = complete_pairs(later)
     if later:
-        result["prospective"] = prospective(judged, later)
+        result["prospective"] = prospective(judged, later, result["held_out"])
     result["lead_calibration"] = lead_calibration({**pairs, **later})
     if unfinished:
         result["prospective_unfinished"] = unfinished
@@ -604,14 +605,16 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
     """The section on pairs made after the rules were fixed (``prospective``); none without such pairs."""
     if not later and not unfinished:
         return []
-    labels = ("adapt.py rule", "overall rule", "fixed row", "no adaptation")
+    labels = ("adapt.py rule", "overall rule", "held-out rule", "fixed row", "no adaptation")
     lines = [
         "", "## Prospective pairs", "",
         "Pairs whose cells were trained after every rule above was fixed (`validate --later-budgets`) and the recorded `adapt.py`",
         "runs (`adapt/<family>/<record>`, `results/adapt/`, each with its own candidates and pre-registered target): they choose",
         "nothing in the held-out step (the recorded runs do in its second result, pre-registered in ca87c2e).",
         f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
-        "over all pairs above; `fixed row`: the row with the lowest mean regret over them, deployed unchanged; `no adaptation`:",
+        "over all pairs above; `held-out rule`: the rule the held-out step chose for the pair's direction (on the other",
+        "direction's pairs; pre-registered in the commit that added it, before its results on these pairs); `fixed row`: the",
+        "row with the lowest mean regret over the pairs above, deployed unchanged; `no adaptation`:",
         "source-only. Regret = best candidate's target-test IoU − the pick's; ρ: Spearman of the rule's score with target-test IoU over the pair's candidates.", "",
         "| pair | candidates | best on the test labels | " + " | ".join(labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
@@ -619,7 +622,7 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
     for pair, entry in later.items():
         cells = [
             f"{entry[k]['pick'] or '–'} ({_fmt(entry[k]['regret'])}" + (f"; ρ {_fmt(entry[k]['spearman'])}" if entry[k]["rule"] else "") + ")"
-            + (f", `{entry[k]['rule']}`" if k == "overall rule" and entry[k]["rule"] else "")
+            + (f", `{entry[k]['rule']}`" if k in ("overall rule", "held-out rule") and entry[k]["rule"] else "")
             for k in labels
         ]  # fmt: skip
         lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")

@@ -187,7 +187,22 @@ def test_later_pairs_choose_nothing_and_report_each_fixed_rule(tmp_path):
     assert entry["overall rule"]["regret"] == pytest.approx(0.3)
     assert entry["fixed row"] == {"rule": None, "pick": "b", "regret": pytest.approx(0.2)}  # the best earlier row among the later candidates
     assert entry["no adaptation"]["regret"] == pytest.approx(0.3)
+    # the held-out step chose negative entropy for vnc_to_fafb (on fafb_to_vnc); it has no rule for the membranes family
+    assert entry["held-out rule"]["rule"] == result["held_out"]["vnc_to_fafb"]["rule"] == "negative_entropy" and entry["held-out rule"]["pick"] == "source_only"
+    assert run["held-out rule"] == {"rule": None, "pick": None, "regret": None, "spearman": None}
     assert "## Prospective pairs" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_a_later_pair_is_picked_by_the_rule_held_out_for_its_own_direction():
+    """Each later pair gets the rule the held-out step chose for its family, not another family's."""
+    candidates = {n: {"iou": iou, "scores": {"information_maximization": im, "prediction_entropy": e}} for n, iou, im, e in
+                  (("source_only", 0.4, 0.1, 0.1), ("a", 0.6, 0.3, 0.3), ("b", 0.5, 0.2, 0.2))}  # fmt: skip
+    held = {"vnc_to_fafb": {"rule": "information_maximization"}, "fafb_to_vnc": {"rule": "negative_entropy"}}
+    later = {"cpu_long/vnc_to_fafb/seed2": candidates, "cpu_long/fafb_to_vnc/seed2": candidates}
+    result = model_selection.prospective({"cpu/vnc_to_fafb/seed0": candidates}, later, held)
+    assert result["cpu_long/vnc_to_fafb/seed2"]["held-out rule"] == {"rule": "information_maximization", "pick": "a", "regret": 0.0, "spearman": pytest.approx(1.0)}
+    assert result["cpu_long/fafb_to_vnc/seed2"]["held-out rule"]["pick"] == "source_only"
+    assert result["cpu_long/fafb_to_vnc/seed2"]["held-out rule"]["regret"] == pytest.approx(0.2)
 
 
 def test_lead_calibration_counts_how_often_a_lead_orders_two_candidates_by_iou(tmp_path):
