@@ -253,7 +253,7 @@ def lead_calibration(pairs: dict[str, dict[str, dict]], rule: str = PICK_RULE, e
 
 def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """The ``later`` pairs with every candidate that any seed of their budget and direction has, and the
-    others as "n of N" (still training: their best candidate may not exist yet, so they are not judged)."""
+    others as "n of N" (still training, or never to be completed: their best candidate may not exist, so they are not judged)."""
     grid = {pair: pair.rsplit("/", 1)[0] for pair in later}  # budget/direction/seed -> budget/direction
     rows: dict[str, set[str]] = {}
     for pair, candidates in later.items():
@@ -627,7 +627,8 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
         ]  # fmt: skip
         lines.append(f"| {pair} | {entry['n']} | {entry['best']} | " + " | ".join(cells) + " |")
     if unfinished:
-        lines += ["", "Still training, not judged until they have every candidate of their budget and direction: "
+        lines += ["", "Incomplete (still training, or missing rows that can no longer be trained: a grid's models live one session),",
+                  "not judged until they have every candidate of their budget and direction: "
                   + ", ".join(f"{pair} ({n} candidates)" for pair, n in unfinished.items()) + "."]  # fmt: skip
     return lines
 
