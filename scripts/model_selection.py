@@ -613,7 +613,7 @@ def _prospective_markdown(later: dict[str, dict], unfinished: dict[str, str]) ->
         "nothing in the held-out step (the recorded runs do in its second result, pre-registered in ca87c2e).",
         f"`adapt.py rule`: `{PICK_RULE}`, the rule adapt.py picks with; `overall rule`: the rule with the lowest mean regret",
         "over all pairs above; `held-out rule`: the rule the held-out step chose for the pair's direction (on the other",
-        "direction's pairs; pre-registered in the commit that added it, before its results on these pairs); `fixed row`: the",
+        "direction's pairs; pre-registered in 90d6c65, before its results on these pairs); `fixed row`: the",
         "row with the lowest mean regret over the pairs above, deployed unchanged; `no adaptation`:",
         "source-only. Regret = best candidate's target-test IoU − the pick's; ρ: Spearman of the rule's score with target-test IoU over the pair's candidates.", "",
         "| pair | candidates | best on the test labels | " + " | ".join(labels) + " |",
