@@ -484,14 +484,18 @@ def _gap_per_seed(iou: dict, low: dict, high: dict) -> dict:
 
 
 def _gap_closed(iou: dict, low: dict, high: dict) -> float | None:
-    """Gap closed by the means over the seeds the row shares with source-only and the oracle, so that a
-    seed one of them has and the row not yet (a grid still running) does not move it; None without such
-    seeds or where the oracle is not above source-only."""
-    seeds = [s for s in iou if s in low and s in high]
-    if not seeds:
+    """Gap closed: the row's mean paired gain over source-only, over the seeds it shares with it, divided by
+    the oracle's mean lead over source-only. The lead is taken over the same seeds where the oracle has them
+    all, so that a seed one bound has and the row not yet (a grid still running) does not move it; a row run
+    on seeds the oracle lacks (fine-tuning on later seeds) is divided by the lead over every seed both bounds
+    share. None without such seeds or where the oracle is not above source-only."""
+    paired = [s for s in iou if s in low]
+    bounds = paired if all(s in high for s in paired) else [s for s in low if s in high]
+    if not paired or not bounds:
         return None
-    row, floor, ceiling = (float(np.mean([values[s] for s in seeds])) for values in (iou, low, high))
-    return (row - floor) / (ceiling - floor) if ceiling > floor else None
+    gain = float(np.mean([iou[s] - low[s] for s in paired]))
+    lead = float(np.mean([high[s] - low[s] for s in bounds]))
+    return gain / lead if lead > 0 else None
 
 
 def summarise(results: list[dict], key: str = "metrics_last") -> dict:
@@ -537,7 +541,8 @@ def _markdown(table: dict, budget: dict, label_stats: dict, choice: dict, errors
         f"{budget['patch']}² patches, both volumes resampled to {budget['pixel_size_nm']:g} nm. Target test region = last 33 % "
         "of the target volume along x; metrics of the",
         "foreground class on it, mean ± std over seeds, **last checkpoint**; `sel.` = checkpoint chosen on",
-        "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only), means over the seeds the row shares with both; paired Δ =",
+        "source-validation IoU (no target labels). Gap closed = (method − source-only) / (oracle − source-only), means over the seeds the row shares with both "
+        "(a row with seeds the oracle lacks: its paired gain over its seeds shared with source-only, divided by the oracle's lead over the seeds the bounds share); paired Δ =",
         "the row's IoU minus source-only's, seed by seed (mean ± std), and on how many seeds the row beats source-only.",
         *(
             ["The main tables show the bounds, the test-time baselines, the seed methods, plain consistency with and without TTA, the",

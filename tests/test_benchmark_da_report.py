@@ -408,3 +408,20 @@ def test_gap_closed_uses_the_seeds_a_row_shares_with_both_bounds(tmp_path, monke
     cells = bench_da.summarise(bench_da._load(runs_dir / "cpu_long"))["vnc_to_fafb"]
     assert cells["source_only"]["n_seeds"] == 2 and cells["source_only"]["iou"]["mean"] == pytest.approx(0.50)
     assert cells["mmd"]["gap_closed"] == pytest.approx(0.5) and cells["source_only"]["gap_closed"] == pytest.approx(0.0)
+
+
+def test_gap_closed_of_a_row_on_seeds_the_oracle_lacks(tmp_path, monkeypatch):
+    """Fine-tuning run on later seeds (source-only retrained, no oracle): the paired gain over all its seeds,
+    divided by the oracle's lead over the seeds both bounds share."""
+    bench_da = _benchmark_module(monkeypatch)
+    runs_dir = tmp_path / "runs"
+    for seed, (low, high) in enumerate(((0.40, 0.80), (0.50, 0.70))):
+        _write_run(runs_dir, "source_only", seed, low, 0.5, 0.6, budget_name="cpu_long")
+        _write_run(runs_dir, "oracle", seed, high, 0.5, 0.6, budget_name="cpu_long")
+    for seed, (low, row) in ((0, (0.40, 0.60)), (3, (0.30, 0.60))):
+        _write_run(runs_dir, "source_only", seed, low, 0.5, 0.6, budget_name="cpu_long")
+        _write_run(runs_dir, "ft_10", seed, row, 0.5, 0.6, budget_name="cpu_long")
+    cells = bench_da.summarise(bench_da._load(runs_dir / "cpu_long"))["vnc_to_fafb"]
+    assert cells["ft_10"]["n_seeds"] == 2
+    assert cells["ft_10"]["gap_closed"] == pytest.approx(((0.2 + 0.3) / 2) / ((0.4 + 0.2) / 2))
+    assert cells["ft_10"]["gap_closed_per_seed"] == {0: pytest.approx(0.5)}
