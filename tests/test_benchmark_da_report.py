@@ -75,7 +75,7 @@ def test_report_computes_gap_and_explains_rows_below_source_only(tmp_path):
     mmd_line = next(line for line in text.splitlines() if line.startswith("| mmd |"))
     assert coral_line.endswith("| 55 % | +0.220 ± 0.071 (2/2) |") and mmd_line.endswith("| -0.100 ± 0.071 (0/2) |")
     assert "best unsupervised row on the test labels (optimistic): coral, 55 % of the gap (meets the ≥ 50 % goal)" in text
-    assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (IoU -0.100, predicted/true foreground 0.50)" in text
+    assert "1 of 6 unsupervised rows below source-only (predicted/true foreground 1.20): mmd (paired IoU -0.100, predicted/true foreground 0.50)" in text
     assert "5.0 % of the source training pixels, 10.0 % of the target training region" in text
     assert "2 of the 3 alignment rows (tent, mmd, coral) move that way: tent, mmd." in text  # tent: 1.0 < 1.2
     assert "IoU 0.420 (predicted/true foreground 1.20) vs 0.300 (0.50) for MMD of the whole distribution." in text
@@ -425,3 +425,12 @@ def test_gap_closed_of_a_row_on_seeds_the_oracle_lacks(tmp_path, monkeypatch):
     assert cells["ft_10"]["n_seeds"] == 2
     assert cells["ft_10"]["gap_closed"] == pytest.approx(((0.2 + 0.3) / 2) / ((0.4 + 0.2) / 2))
     assert cells["ft_10"]["gap_closed_per_seed"] == {0: pytest.approx(0.5)}
+
+
+def test_rows_below_source_only_are_judged_paired(monkeypatch):
+    """Source-only has a poor extra seed the row lacks: its mean falls below the row's, yet on their shared seed the row is below it."""
+    bench_da = _benchmark_module(monkeypatch)
+    cell = lambda ious: {"iou_per_seed": ious, "iou": {"mean": sum(ious.values()) / len(ious), "std": 0.01}, "precision": {"mean": 0.5}, "recall": {"mean": 0.5}}  # noqa: E731
+    table = {"vnc_to_fafb": {"source_only": cell({0: 0.60, 3: 0.30}), "mmd": cell({0: 0.55}), "coral": cell({0: 0.62})}}
+    text = "\n".join(bench_da._diagnosis(table, {}))
+    assert "1 of 2 unsupervised rows below source-only" in text and "mmd (paired IoU -0.050" in text and "coral (" not in text
