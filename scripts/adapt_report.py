@@ -18,7 +18,7 @@ REPORT = "report.md"
 BASELINE = "source_only"
 CALIBRATION = RESULTS / "label_free_selection.json"  # model_selection.py validate: how far apart scores must be
 COLUMN_TITLES = {
-    "consensus_agreement": "consensus Dice", "information_maximization": "IM", "prediction_entropy": "entropy",
+    "consensus_agreement": "consensus Dice", "checkpoint_agreement": "checkpoint agreement", "information_maximization": "IM", "prediction_entropy": "entropy",
     "predicted_foreground_fraction": "predicted fg", "bbse_foreground_fraction": "BBSE fg",
 }  # fmt: skip
 
@@ -111,7 +111,7 @@ def write_report(out_dir: Path, summary: dict) -> Path:
         "matrix: a predicted fraction far from it hints at over- or under-segmentation.",
         "",
     ]
-    columns = dict.fromkeys((rule, "consensus_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction"))
+    columns = dict.fromkeys((rule, "consensus_agreement", "checkpoint_agreement", "information_maximization", "prediction_entropy", "predicted_foreground_fraction", "bbse_foreground_fraction"))
     header = ["candidate", f"{rule} (pick's score)"] + [COLUMN_TITLES[k] for k in columns if k != rule]
     for name, target in summary["targets"].items():
         scores, pick = target["scores"], target["pick"]

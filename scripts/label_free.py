@@ -53,6 +53,7 @@ TARGET_REGION, SOURCE_VALIDATION = "target_region.zarr", "source_validation.zarr
 ROTATED_REGION = "target_region_rotated.zarr"  # the target region rotated by 180°, for ``rotation_agreement``
 # a TTA candidate's network without its TTA, on the target region and rotated, for ``rotation_masks(network=True)``
 PLAIN_TARGET_REGION, PLAIN_ROTATED_REGION = "target_region_plain.zarr", "target_region_rotated_plain.zarr"
+SNAPSHOT_TARGET_REGION = "target_region_snapshot.zarr"  # the network of the run's 3/4 checkpoint, for ``checkpoint_agreement``
 DEV_TILES = 128  # windows per domain whose features and source losses DEV / IWCV weigh
 DEV_RECORD = "dev.json"  # a candidate's DEV / IWCV risks and the window they used, kept in its folder
 DEV_SCORES = ("dev_risk", "iwcv_risk", "source_validation_loss")  # what ``dev_scores`` returns
@@ -70,27 +71,37 @@ def deployable(recipe: Recipe) -> bool:
 
 
 def deploy(run: RecipeRun, recipe: Recipe, folder: Path, progress_every_s: float | None = None) -> dict:
-    """``recipe``'s deployable model (``folder/deploy.json``: checkpoint and ``tta``), made once; AdaBN /
-    TENT are applied on the target training region of ``run``'s dataset and saved as ``folder/model.pt``."""
+    """``recipe``'s deployable model (``folder/deploy.json``: checkpoint, ``tta`` and ``snapshot``, the same
+    deployment of the checkpoint its training kept at 3/4 of its epochs, or None), made once; AdaBN / TENT
+    are applied on the target training region of ``run``'s dataset and saved as ``folder/model.pt`` (and
+    ``folder/model_snapshot.pt``)."""
     record = folder / "deploy.json"
     if record.exists():
         return json.loads(record.read_text())
-    checkpoint = run.checkpoint(recipe)
-    baked = [c for c in recipe.eval_configs if c in BAKED_TEST_TIME]
-    model = checkpoint
-    if baked:
-        model = folder / "model.pt"
-        root = run.root_of(recipe.name)
-        print(f"  test-time adaptation of {recipe.name} ({', '.join(baked)})", flush=True)
-        run_bundle_logged(
-            [run.bundle / "configs" / "inference.json", *(OVERLAYS / c for c in baked), OVERLAYS / "save_adapted.json"],
-            root, root / "logs" / "test_time_adaptation.log", env=run.env, progress_every_s=progress_every_s,
-            dataset_dir=str(run.dataset_dir), checkpoint=str(checkpoint), adapted_model_file=str(model),
-            pixel_size_nm=run.budget["pixel_size_nm"], roi_size=run.window,
-        )
-    deployed = {"recipe": recipe.name, "checkpoint": str(model), "tta": TTA_CONFIG in recipe.eval_configs}
+    model = _test_time_adapted(run, recipe, run.checkpoint(recipe), folder / "model.pt", progress_every_s)
+    snapshot = run.snapshot(recipe)
+    if snapshot is not None:
+        snapshot = _test_time_adapted(run, recipe, snapshot, folder / "model_snapshot.pt", progress_every_s)
+    deployed = {"recipe": recipe.name, "checkpoint": str(model), "tta": TTA_CONFIG in recipe.eval_configs, "snapshot": None if snapshot is None else str(snapshot)}
     write_result(record, deployed)
     return deployed
+
+
+def _test_time_adapted(run: RecipeRun, recipe: Recipe, checkpoint: Path, model: Path, progress_every_s: float | None) -> Path:
+    """``checkpoint`` with ``recipe``'s AdaBN / TENT baked in, saved as ``model``; ``checkpoint`` itself
+    when the recipe has no test-time adaptation."""
+    baked = [c for c in recipe.eval_configs if c in BAKED_TEST_TIME]
+    if not baked:
+        return checkpoint
+    root = run.root_of(recipe.name)
+    print(f"  test-time adaptation of {recipe.name} ({', '.join(baked)}) -> {model.name}", flush=True)
+    run_bundle_logged(
+        [run.bundle / "configs" / "inference.json", *(OVERLAYS / c for c in baked), OVERLAYS / "save_adapted.json"],
+        root, root / "logs" / f"test_time_adaptation_{model.stem}.log", env=run.env, progress_every_s=progress_every_s,
+        dataset_dir=str(run.dataset_dir), checkpoint=str(checkpoint), adapted_model_file=str(model),
+        pixel_size_nm=run.budget["pixel_size_nm"], roi_size=run.window,
+    )
+    return model
 
 
 def segmentation_complete(path: Path) -> bool:
@@ -154,7 +165,7 @@ def output_scores(on_target: Path, source_foreground_fraction: float | None = No
 def scores(deployed: dict, folder: Path, target_region: str, source_validation: dict | None, bundle: Path, device: str) -> dict:
     """One candidate's scores that need no other candidate: ``output_scores``, the BBSE estimate of
     the target foreground fraction from the source-validation confusion and ``dev_scores`` (both
-    only with a source region) and ``rotation_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
+    only with a source region), ``rotation_agreement`` and ``checkpoint_agreement``; its target-region segmentation stays in ``folder`` for ``consensus``."""
     on_target = segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
     confusion, source_fraction = None, None
     if source_validation is not None:
@@ -165,7 +176,8 @@ def scores(deployed: dict, folder: Path, target_region: str, source_validation: 
     bbse = None if confusion is None else _bbse(confusion, result["predicted_foreground_fraction"])
     rotation = rotation_scores(deployed, folder, target_region, bundle, device)
     dev = {} if source_validation is None else dev_scores(deployed, folder, target_region, source_validation, bundle, device)
-    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, **rotation, **dev}
+    checkpoints = checkpoint_scores(deployed, folder, target_region, bundle, device)
+    return {**result, "bbse_foreground_fraction": bbse, "source_validation_foreground_fraction": source_fraction, **rotation, **dev, **checkpoints}
 
 
 def rotation_scores(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> dict:
@@ -179,6 +191,19 @@ def rotation_scores(deployed: dict, folder: Path, target_region: str, bundle: Pa
         "network_rotation_agreement": dice_agreement(*network_masks),
         "balanced_rotation_agreement": balanced_agreement(*network_masks),
     }
+
+
+def checkpoint_scores(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> dict:
+    """Agreement across checkpoints of one run: ``balanced_agreement`` of the candidate's network (without
+    its test-time augmentation) on the target region with the same deployment of the checkpoint its training
+    kept at 3/4 of its epochs (``deploy``'s ``snapshot``): a run still changing its answer late in training
+    scores low. None without a snapshot (a given model, a training too short to keep one)."""
+    if not deployed.get("snapshot"):
+        return {"checkpoint_agreement": None}
+    plain = {**deployed, "tta": False}
+    final = segment(plain, target_region, folder / (PLAIN_TARGET_REGION if deployed["tta"] else TARGET_REGION), bundle, device)
+    earlier = segment({**plain, "checkpoint": deployed["snapshot"]}, target_region, folder / SNAPSHOT_TARGET_REGION, bundle, device)
+    return {"checkpoint_agreement": balanced_agreement(read_zarr(final, "labels/mask/0") > 0, read_zarr(earlier, "labels/mask/0") > 0)}
 
 
 def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> tuple[np.ndarray, np.ndarray]:

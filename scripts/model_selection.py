@@ -6,7 +6,9 @@
 
 ``pick`` scores each model on the target's unlabelled training region of a prepared dataset (and
 the source validation region for BBSE) through ``label_free.py``, the path ``adapt.py`` uses, and
-writes every score and the pick (``RULES[rule]``) to ``selection.json`` and ``selection.md``.
+writes every score and the pick (``RULES[rule]``) to ``selection.json`` and ``selection.md``. A model
+file in the ``models/`` folder of a bundle training also gets its checkpoint agreement (its mask against
+that of the checkpoint the training kept at 3/4 of its epochs, ``snapshot_checkpoint_epoch=<n>.pt``).
 
 ``validate`` asks whether each score predicts target-test IoU, from the benchmark's cached cells
 (every cell records its label-free scores; consensus, and scores added after a cell was made, come
@@ -30,6 +32,7 @@ from adapt import PICK_RULE
 from benchmark_common import DEVELOPMENT_SUFFIX as DEVELOPMENT
 from benchmark_common import RESULTS, is_candidate, write_result
 
+from custom.handlers import SNAPSHOT_PREFIX, latest_checkpoint
 from custom.utils import atomic_path
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "em_mitochondria"
@@ -57,6 +60,11 @@ RULES: dict[str, Callable[[dict], float | None]] = {
     # background Dice under the rotation, a class absent from both masks counting 0, so that an empty or full
     # mask (Dice 1.0 with itself, picked by adapt.py's membranes test) scores at most 0.5
     "balanced_rotation_agreement": lambda s: s.get("balanced_rotation_agreement"),
+    # added in the commit that introduced it, before any of its results (#29, "agreement across checkpoints of one
+    # run"): the network's balanced Dice with the checkpoint its training kept at 3/4 of its epochs. Cells trained
+    # before that commit kept no such checkpoint, so it ranks only pairs made since, and is chosen nowhere until
+    # every judged pair has it
+    "checkpoint_agreement": lambda s: s.get("checkpoint_agreement"),
 }
 # Rules left out of the held-out step: rotation_agreement ranks a TTA candidate, whose averaged prediction agrees
 # with its rotated self by construction, against plain ones, so it measures the augmentation, not the model
@@ -69,7 +77,7 @@ RULE_SCORES = {
     "bbse_agreement": "bbse_foreground_fraction", "batch_nuclear_norm": "batch_nuclear_norm", "soft_neighborhood_density": "soft_neighborhood_density",
     "mlls_agreement": "mlls_foreground_fraction", "rotation_agreement": "rotation_agreement", "dev": "dev_risk", "iwcv": "iwcv_risk",
     "source_risk": "source_validation_loss", "network_rotation_agreement": "network_rotation_agreement",
-    "balanced_rotation_agreement": "balanced_rotation_agreement",
+    "balanced_rotation_agreement": "balanced_rotation_agreement", "checkpoint_agreement": "checkpoint_agreement",
 }  # fmt: skip
 # Scores ``collect_pairs`` can compute for cells recorded without them (``validate --compute``), and the
 # stored scores each one gives
@@ -83,7 +91,10 @@ REPORT = "label_free_selection"
 # step, the overall rule and the batch-norm votes compare rules on the same pairs, the ``comparable_pairs``. The
 # pairs whose cells lost the scores once filled in from a work folder (session 29: every cpu_fair seed-0 pair)
 # rank only the rules recorded at the time; they stay in the table.
-PAIR_SCORES = ("predicted_foreground_fraction", *(key for rule, key in RULE_SCORES.items() if rule != "consensus_agreement"))
+# Scores a pair need not hold to be compared with the others: the consensus, computed per pair, and checkpoint
+# agreement, which needs a checkpoint that trainings before it did not keep
+PER_RUN_SCORES = ("consensus_agreement", "checkpoint_agreement")
+PAIR_SCORES = ("predicted_foreground_fraction", *(key for rule, key in RULE_SCORES.items() if rule not in PER_RUN_SCORES))
 
 
 def pick(*models: str, dataset_dir: str, out: str, rule: str = PICK_RULE, bundle: str = str(BUNDLE), device: str = "cpu") -> dict:
@@ -97,7 +108,7 @@ def pick(*models: str, dataset_dir: str, out: str, rule: str = PICK_RULE, bundle
         raise SystemExit(f"give at least {least} models for rule {rule} (it compares them), got {len(models)}.")
     names = [_model_name(Path(m), i) for i, m in enumerate(models)]
     target_region, _ = label_free.regions(Path(dataset_dir))
-    deployed = {name: {"checkpoint": str(Path(model).resolve()), "tta": False} for name, model in zip(names, models)}
+    deployed = {name: {"checkpoint": str(Path(model).resolve()), "tta": False, "snapshot": _snapshot_beside(Path(model))} for name, model in zip(names, models)}
     rows = label_free.score_candidates(deployed, {name: Path(out) / name for name in names}, Path(dataset_dir), Path(bundle), device)
     chosen = max(names, key=lambda n: RULES[rule](rows[n]) if RULES[rule](rows[n]) is not None else -np.inf)
     result = {"rule": rule, "pick": chosen, "models": dict(zip(names, models)), "scores": rows}
@@ -111,6 +122,13 @@ def pick(*models: str, dataset_dir: str, out: str, rule: str = PICK_RULE, bundle
         tmp.write_text("\n".join(lines) + "\n")
     print(f"picked {chosen}; wrote {Path(out) / 'selection.json'} and selection.md")
     return result
+
+
+def _snapshot_beside(model: Path) -> str | None:
+    """The checkpoint the training that wrote ``model`` kept at 3/4 of its epochs, if it sits beside it (a
+    bundle's ``models/`` folder), for ``checkpoint_agreement``; None otherwise."""
+    snapshot = latest_checkpoint(str(model.resolve().parent), SNAPSHOT_PREFIX)
+    return None if snapshot is None else str(snapshot)
 
 
 def _model_name(path: Path, index: int) -> str:
@@ -265,7 +283,7 @@ def complete_pairs(later: dict[str, dict[str, dict]]) -> tuple[dict[str, dict[st
 def comparable_pairs(pairs: dict[str, dict[str, dict]], others: dict[str, dict[str, dict]] | None = None) -> dict[str, dict[str, dict]]:
     """The pairs whose every scored candidate holds every score of ``PAIR_SCORES`` that some candidate of
     ``pairs`` or ``others`` (the recorded adapt.py runs) holds (a recorded None counts: no BBSE estimate);
-    consensus, computed per pair, is not required."""
+    consensus and checkpoint agreement (``PER_RUN_SCORES``) are not required."""
     seen = set().union(*(c["scores"] for candidates in (*pairs.values(), *(others or {}).values()) for c in candidates.values()))
     wanted = set(PAIR_SCORES) & seen
     return {k: v for k, v in pairs.items() if all(wanted <= set(c["scores"]) for c in v.values() if c["scores"])}
@@ -422,6 +440,7 @@ def validate(
     later, unfinished = complete_pairs(later)
     if later:
         result["prospective"] = prospective(judged, later, result["held_out"])
+        result["prospective_table"] = {rule: {pair: pair_statistics(c, score, RULE_SCORES[rule]) for pair, c in later.items()} for rule, score in RULES.items()}
     result["lead_calibration"] = lead_calibration({**pairs, **later})
     if unfinished:
         result["prospective_unfinished"] = unfinished
@@ -535,14 +554,12 @@ def _markdown(result: dict) -> str:
         "rule is never chosen in the held-out step; `network_rotation_agreement` is each candidate's network without TTA.",
         "Both score a candidate that predicts no foreground 1.0 (two empty masks agree; no cpu_fair candidate did, a user's",
         "target can); `balanced_rotation_agreement` (foreground and background Dice averaged, a class absent from both",
-        "masks counting 0) does not, and is the rule `adapt.py` picks with.",
+        "masks counting 0) does not, and is the rule `adapt.py` picks with. Checkpoint agreement: the network's balanced",
+        "Dice with the checkpoint its training kept at 3/4 of its epochs (AdaBN / TENT applied to both); only",
+        "trainings since it was added keep that checkpoint, so it ranks the prospective pairs alone (last table).",
         "",
-        "| pair | n | " + " | ".join(rules) + " |",
-        "|---|---|" + "---|" * len(rules),
+        *_rule_table(table, pairs, rules),
     ]
-    for pair in pairs:
-        n = max(table[r][pair]["n"] for r in rules)
-        lines.append(f"| {pair} | {n} | " + " | ".join(f"ρ {_fmt(table[r][pair]['spearman'])}, regret {_fmt(table[r][pair]['regret'])}" for r in rules) + " |")
     real, development = [p for p in pairs if "@" not in p], [p for p in pairs if "@" in p]
     lines += ["", "Means over pairs (real / development):", "", "| rule | mean ρ real | mean regret real | mean ρ development | mean regret development |", "|---|---|---|---|---|"]
     for r in rules:
@@ -567,7 +584,21 @@ def _markdown(result: dict) -> str:
         for held, f in result.get("fixed_row_held_out", {}).items()
     ] or ["- no comparable pair yet"]
     lines += _prospective_markdown(result.get("prospective", {}), result.get("prospective_unfinished", {}))
+    if result.get("prospective_table"):
+        later = list(result["prospective"])
+        lines += ["", "Every rule on the complete prospective pairs (`–`: a candidate never recorded the score, e.g. checkpoint",
+                  "agreement on cells trained before it was added, or fewer than 3 candidates ranked):", "",
+                  *_rule_table(result["prospective_table"], later, rules)]  # fmt: skip
     return "\n".join(lines + _calibration_markdown(result["lead_calibration"])) + "\n"
+
+
+def _rule_table(table: dict[str, dict[str, dict]], pairs: list[str], rules: list[str]) -> list[str]:
+    """Markdown rows of each rule's Spearman ρ and regret (``pair_statistics``) per pair."""
+    lines = ["| pair | n | " + " | ".join(rules) + " |", "|---|---|" + "---|" * len(rules)]
+    for pair in pairs:
+        n = max(table[r][pair]["n"] for r in rules)
+        lines.append(f"| {pair} | {n} | " + " | ".join(f"ρ {_fmt(table[r][pair]['spearman'])}, regret {_fmt(table[r][pair]['regret'])}" for r in rules) + " |")
+    return lines
 
 
 def _calibration_markdown(calibration: dict) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmark_common import REPO, train_once
 
+from custom.handlers import snapshot_checkpoint
 from custom.utils import run_bundle_logged
 
 MITO_BUNDLE = REPO / "bundles" / "em_mitochondria"
@@ -206,6 +207,16 @@ class RecipeRun:
     def last_model(self, name: str) -> Path:
         """Where ``name``'s training writes its last checkpoint (it may not exist yet)."""
         return self.root_of(name) / "models" / "model_final.pt"
+
+    def snapshot(self, recipe: Recipe) -> Path | None:
+        """The checkpoint the training ``recipe`` uses (its own, or its ``pretrained``'s if it does not train)
+        kept at 3/4 of its epochs (``custom.handlers.snapshot_epoch``), or None: a given model, a training
+        too short to keep one or made before snapshots were kept. For ``checkpoint_agreement``; call after
+        ``checkpoint(recipe)``."""
+        trained = recipe if recipe.train else self.recipes[recipe.pretrained]
+        if trained.name in self.given:
+            return None
+        return snapshot_checkpoint(self.root_of(trained.name) / "models", trained.epochs(self.budget))
 
     def checkpoint(self, recipe: Recipe) -> Path:
         """The last checkpoint of ``recipe`` (of the recipe it uses, if it does not train), training it

@@ -176,6 +176,23 @@ def test_every_benchmark_row_is_a_recipe_and_chains_resolve():
     assert loaded["dann_joint"].overrides == {"batch_norm_mode": "joint"} and recipes.is_three_d(loaded, "tent_balanced_consistency_3d")
 
 
+def test_the_snapshot_of_a_candidate_is_the_one_its_training_kept_at_three_quarters(tmp_path):
+    """A recipe that does not train (AdaBN) is compared with its start model's snapshot; a given model, a
+    training that kept none and a snapshot of another length of training give none."""
+    from dataclasses import replace
+
+    loaded = recipes.load_recipes()
+    run = recipes.RecipeRun(loaded, tmp_path / "data", recipes.BUDGETS["cpu"], 0, lambda name: tmp_path / name)
+    (tmp_path / "source_only" / "models").mkdir(parents=True)
+    (tmp_path / "source_only" / "models" / "snapshot_checkpoint_epoch=3.pt").write_bytes(b"")  # of a 4- or 5-epoch training
+    assert run.snapshot(loaded["adabn"]) is None
+    kept = tmp_path / "source_only" / "models" / "snapshot_checkpoint_epoch=15.pt"  # 3/4 of the cpu budget's 20 epochs
+    kept.write_bytes(b"")
+    assert run.snapshot(loaded["adabn"]) == kept and run.snapshot(loaded["source_only"]) == kept
+    assert run.snapshot(loaded["consistency"]) is None
+    assert replace(run, given={"source_only": tmp_path / "given.pt"}).snapshot(loaded["adabn"]) is None
+
+
 @pytest.mark.parametrize(
     "files, match",
     [

@@ -39,6 +39,27 @@ def test_training_writes_loadable_checkpoints(trained_root):
     assert list((trained_root / "runs").glob("events.out.tfevents.*"))
 
 
+def test_training_keeps_the_checkpoint_of_three_quarters_of_its_epochs(tmp_path, synthetic_dir):
+    """``checkpoint_agreement`` compares a model with the checkpoint its training kept at 3/4 of its epochs:
+    one such file, where ``snapshot_checkpoint`` finds it, loadable as a model and not the final one;
+    a one-epoch training (``trained_root``) keeps none."""
+    from custom.handlers import snapshot_checkpoint, snapshot_epoch
+
+    run_bundle(["train.json"], tmp_path, "--dataset_dir", str(synthetic_dir), "--max_epochs", "4", "--iterations_per_epoch", "2", "--val_interval", "4", *FAST[-4:])
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.glob("snapshot*")) == ["snapshot_checkpoint_epoch=3.pt"]
+    snapshot = snapshot_checkpoint(models, 4)
+    assert snapshot == models / "snapshot_checkpoint_epoch=3.pt" and read_network_record(snapshot)["pixel_size_nm"] == 5.0
+    assert snapshot_checkpoint(models, 6) is None and snapshot_checkpoint(models, 2) is None  # another length's epoch; none kept
+    assert [snapshot_epoch(n) for n in (1, 2, 3, 4, 20, 100)] == [0, 0, 2, 3, 15, 75]  # one save each: twice the interval is past the end
+    earlier, final = read_model_state(snapshot), read_model_state(models / "model_final.pt")
+    assert any(not torch.equal(earlier[k], final[k]) for k in final)
+
+
+def test_a_one_epoch_training_keeps_no_snapshot(trained_root):
+    assert not list((trained_root / "models").glob("snapshot*"))
+
+
 def test_inference_keeps_shape_and_spacing(trained_root, synthetic_dir):
     result = run_bundle(["inference.json"], trained_root, "--dataset_dir", str(synthetic_dir), "--roi_size", "[64,64]")
     source_image = load_datalist(synthetic_dir, "target_volumes")[0]["image"]

@@ -41,7 +41,11 @@ def test_scoring_never_opens_a_target_label_and_pick_writes_every_score(syntheti
             return _original(file, *args, **kwargs)
 
         monkeypatch.setattr(module, "open", recording)
-    models = [str(_model(tmp_path / f"m{i}.pt", i)) for i in range(3)]
+    folders = [tmp_path / f"run{i}" / "models" for i in range(3)]  # each model in its training's models/ folder
+    for folder in folders:
+        folder.mkdir(parents=True)
+    models = [str(_model(folder / "model_final.pt", i)) for i, folder in enumerate(folders)]
+    shutil.copy(models[1], folders[0] / "snapshot_checkpoint_epoch=3.pt")  # run 0 kept m1's weights at 3/4 of its training
     result = model_selection.pick(*models, dataset_dir=str(synthetic_dir), out=str(tmp_path / "selection"), bundle=str(BUNDLE))
     monkeypatch.undo()
     target_labels = {e["label"] for key in ("target_training", "target_test", "target_volumes") for e in load_datalist(synthetic_dir, key) if "label" in e}
@@ -50,6 +54,13 @@ def test_scoring_never_opens_a_target_label_and_pick_writes_every_score(syntheti
     assert result["pick"] in result["scores"] and all("consensus_agreement" in s for s in result["scores"].values())
     assert json.loads((tmp_path / "selection" / "selection.json").read_text())["pick"] == result["pick"]
     assert "Label-free selection" in (tmp_path / "selection" / "selection.md").read_text()
+    # agreement across checkpoints of one run: m0's mask against its snapshot's (m1's weights), none without a snapshot
+    assert sorted(result["scores"]) == ["0_run0", "1_run1", "2_run2"]
+    masks = {n: label_free.read_zarr(tmp_path / "selection" / n / label_free.TARGET_REGION, "labels/mask/0") > 0 for n in ("0_run0", "1_run1")}
+    snapshot_mask = label_free.read_zarr(tmp_path / "selection" / "0_run0" / label_free.SNAPSHOT_TARGET_REGION, "labels/mask/0") > 0
+    assert (snapshot_mask == masks["1_run1"]).all()
+    assert result["scores"]["0_run0"]["checkpoint_agreement"] == pytest.approx(label_free.balanced_agreement(masks["0_run0"], masks["1_run1"]))
+    assert result["scores"]["1_run1"]["checkpoint_agreement"] is None and result["scores"]["2_run2"]["checkpoint_agreement"] is None
 
 
 def _cell(runs, direction, row, kind, iou, budget="cpu", seed=0, **scores):
@@ -251,6 +262,27 @@ def test_recorded_adapt_runs_join_the_held_out_step_as_pairs_of_their_families(t
     assert both["vnc_to_fafb"]["regret"] == pytest.approx((0.3 + 0.2) / 2)  # the mean over the family's two real pairs
     assert both["membranes"]["rule"] == "negative_entropy" and both["membranes"]["regret"] == pytest.approx(0.6)  # its only pair, a development one
     assert "The same step with the recorded `adapt.py` runs" in (tmp_path / "label_free_selection.md").read_text()
+
+
+def test_checkpoint_agreement_ranks_the_pairs_that_recorded_it_and_never_makes_the_others_incomparable(tmp_path):
+    """Cells trained before the snapshot existed lack checkpoint agreement: they stay comparable (and keep their
+    held-out result), the rule is chosen nowhere while a pair lacks it, and it is reported on the later pairs."""
+    runs, adapt = tmp_path / "runs", tmp_path / "adapt"
+    for direction in ("vnc_to_fafb", "fafb_to_vnc"):  # entropy picks the best on both directions
+        for row, iou, entropy in (("source_only", 0.3, 0.3), ("a", 0.5, 0.2), ("b", 0.6, 0.1)):
+            _cell(runs, direction, row, "uda", iou, prediction_entropy=entropy)
+            _cell(runs, direction, row, "uda", iou, budget="cpu_long", prediction_entropy=entropy, checkpoint_agreement=1 - entropy)
+    adapt.mkdir()
+    scores = {n: {"prediction_entropy": 0.1, "checkpoint_agreement": c} for n, c in (("source_only", None), ("a", 0.9), ("b", 0.8))}
+    metrics = {n: {"iou": iou} for n, iou in (("source_only", 0.3), ("a", 0.7), ("b", 0.4))}
+    (adapt / "run.json").write_text(json.dumps({"family": "vnc_to_fafb", "target_shift": None, "target_test_metrics": metrics, "label_free_scores": scores}))
+    result = model_selection.validate(runs_dir=str(runs), work_dir=str(tmp_path / "none"), budgets="cpu", later_budgets="cpu_long", out=str(tmp_path), adapt_runs=str(adapt))
+    assert result["not_comparable"] == [] and result["held_out"]["vnc_to_fafb"]["rule"] == "negative_entropy"
+    assert all(h["rule"] != "checkpoint_agreement" for h in result["held_out_with_adapt_runs"].values())
+    later = result["prospective_table"]["checkpoint_agreement"]
+    assert later["cpu_long/vnc_to_fafb/seed0"]["regret"] == pytest.approx(0.0) and later["adapt/vnc_to_fafb/run"]["regret"] is None  # 2 ranked
+    assert result["table"]["checkpoint_agreement"]["cpu/vnc_to_fafb/seed0"]["regret"] is None
+    assert "Every rule on the complete prospective pairs" in (tmp_path / "label_free_selection.md").read_text()
 
 
 def test_pick_defaults_to_the_rule_adapt_picks_with():

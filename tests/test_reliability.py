@@ -29,7 +29,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_iteration(tmp_path, synth
     run_bundle(["train.json"], tmp_path, *budget, "--resume", "true")
     last = torch.load(tmp_path / "models" / "train_checkpoint_epoch=3.pt", weights_only=True)["trainer"]
     assert last["epoch_length"] == 40 and last["iteration"] == 3 * 40
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model_final.pt", "train_checkpoint_epoch=3.pt"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model_final.pt", "snapshot_checkpoint_epoch=2.pt", "train_checkpoint_epoch=3.pt"]
 
 
 def test_a_fresh_run_beside_a_longer_killed_run_replaces_its_checkpoints(tmp_path, synthetic_dir):
@@ -40,7 +40,7 @@ def test_a_fresh_run_beside_a_longer_killed_run_replaces_its_checkpoints(tmp_pat
     torch.save({"stale": torch.zeros(1)}, leftover)
     budget = ("--dataset_dir", str(synthetic_dir), "--max_epochs", "3", "--iterations_per_epoch", "2", "--val_interval", "10", *SMALL)
     run_bundle(["train.json"], tmp_path, *budget)
-    assert sorted(p.name for p in models.iterdir()) == ["model_final.pt", "train_checkpoint_epoch=3.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["model_final.pt", "snapshot_checkpoint_epoch=2.pt", "train_checkpoint_epoch=3.pt"]
 
 
 def test_same_seed_gives_identical_training(tmp_path, synthetic_dir):

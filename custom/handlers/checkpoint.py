@@ -78,6 +78,24 @@ def latest_checkpoint(save_dir: str, prefix: str = "train") -> Path | None:
     return candidates[-1] if candidates else None
 
 
+SNAPSHOT_PREFIX = "snapshot"  # train.json's ``file_prefix`` of the checkpoint kept at ``snapshot_epoch``
+
+
+def snapshot_epoch(max_epochs: int) -> int:
+    """The epoch whose model a training of ``max_epochs`` keeps beside its final one (train.json's
+    ``snapshot_epoch``, the interval of a ``CheckpointSaver`` keeping one file): 3/4 of the way, for agreement
+    across checkpoints of one run; 0 (none) below 3 epochs, where that interval would save the last epoch too."""
+    return max_epochs * 3 // 4 if max_epochs >= 3 else 0
+
+
+def snapshot_checkpoint(save_dir: str | Path, max_epochs: int) -> Path | None:
+    """The checkpoint a finished training of ``max_epochs`` kept at ``snapshot_epoch`` in ``save_dir``, or
+    None when it keeps none or the file is absent (a training made before snapshots were kept)."""
+    epoch = snapshot_epoch(max_epochs)
+    path = Path(save_dir) / f"{SNAPSHOT_PREFIX}_checkpoint_epoch={epoch}.pt"
+    return path if epoch and path.exists() else None
+
+
 def _held_by(path: Path, objects: dict) -> dict:
     """The entries of ``objects`` that the checkpoint at ``path`` holds; the others are named in a warning."""
     held = torch.load(path, map_location="cpu", weights_only=True).keys()
