@@ -83,7 +83,7 @@ SNAPSHOT_PREFIX = "snapshot"  # train.json's ``file_prefix`` of the checkpoint k
 
 def snapshot_epoch(max_epochs: int) -> int:
     """The epoch whose model a training of ``max_epochs`` keeps beside its final one (train.json's
-    ``snapshot_epoch``, the interval of a ``CheckpointSaver`` keeping one file): 3/4 of the way, for agreement
+    ``snapshot_at_epoch``, the interval of a ``CheckpointSaver`` keeping one file): 3/4 of the way, for agreement
     across checkpoints of one run; 0 (none) below 3 epochs, where that interval would save the last epoch too."""
     return max_epochs * 3 // 4 if max_epochs >= 3 else 0
 
