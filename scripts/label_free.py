@@ -200,10 +200,18 @@ def checkpoint_scores(deployed: dict, folder: Path, target_region: str, bundle: 
     scores low. None without a snapshot (a given model, a training too short to keep one)."""
     if not deployed.get("snapshot"):
         return {"checkpoint_agreement": None}
-    plain = {**deployed, "tta": False}
-    final = segment(plain, target_region, folder / (PLAIN_TARGET_REGION if deployed["tta"] else TARGET_REGION), bundle, device)
+    plain, final = network_on_target(deployed, folder, target_region, bundle, device)
     earlier = segment({**plain, "checkpoint": deployed["snapshot"]}, target_region, folder / SNAPSHOT_TARGET_REGION, bundle, device)
     return {"checkpoint_agreement": balanced_agreement(read_zarr(final, "labels/mask/0") > 0, read_zarr(earlier, "labels/mask/0") > 0)}
+
+
+def network_on_target(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str) -> tuple[dict, Path]:
+    """The candidate's network without its test-time augmentation and its target-region segmentation
+    (the deployed candidate and ``scores``' segmentation when it has no TTA)."""
+    if not deployed["tta"]:
+        return deployed, segment(deployed, target_region, folder / TARGET_REGION, bundle, device)
+    plain = {**deployed, "tta": False}
+    return plain, segment(plain, target_region, folder / PLAIN_TARGET_REGION, bundle, device)
 
 
 def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Path, device: str, network: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -214,8 +222,8 @@ def rotation_masks(deployed: dict, folder: Path, target_region: str, bundle: Pat
     ``folder``; the rotated input stays at one path until its segmentation is complete, so a killed run resumes it."""
     on_target, rotated = folder / TARGET_REGION, folder / ROTATED_REGION
     if network and deployed["tta"]:
-        deployed, on_target, rotated = {**deployed, "tta": False}, folder / PLAIN_TARGET_REGION, folder / PLAIN_ROTATED_REGION
-        segment(deployed, target_region, on_target, bundle, device)
+        deployed, on_target = network_on_target(deployed, folder, target_region, bundle, device)
+        rotated = folder / PLAIN_ROTATED_REGION
     turned = rotated.with_suffix(".tif")
     if not segmentation_complete(rotated):
         if not turned.exists():  # written atomically: present means complete

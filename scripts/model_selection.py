@@ -160,6 +160,11 @@ def pair_statistics(candidates: dict[str, dict], score: Callable[[dict], float |
     }
 
 
+def rule_statistics(pairs: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """``pair_statistics`` of every rule on every pair: rule -> pair -> statistics."""
+    return {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
+
+
 def family(pair: str) -> str:
     """The real data pair a ``budget/direction/seed`` pair belongs to: a development pair
     ``<direction>@<shift>`` (``development_pairs.py``) belongs to its direction, as do all its seeds."""
@@ -429,7 +434,7 @@ def validate(
     later.update(recorded)
     if not pairs:
         raise SystemExit(f"no cached cell under {runs_dir} ({', '.join(budget_list)}) records label-free scores; run the benchmark with this code first.")
-    table = {rule: {pair: pair_statistics(candidates, score, RULE_SCORES[rule]) for pair, candidates in pairs.items()} for rule, score in RULES.items()}
+    table = rule_statistics(pairs)
     comparable, judged = comparable_pairs({**pairs, **recorded}), comparable_pairs(pairs, recorded)
     result = {
         "rules": list(RULES), "pairs": {k: sorted(v) for k, v in pairs.items()}, "table": table, "not_comparable": sorted({*pairs, *recorded} - set(comparable)),
@@ -440,7 +445,7 @@ def validate(
     later, unfinished = complete_pairs(later)
     if later:
         result["prospective"] = prospective(judged, later, result["held_out"])
-        result["prospective_table"] = {rule: {pair: pair_statistics(c, score, RULE_SCORES[rule]) for pair, c in later.items()} for rule, score in RULES.items()}
+        result["prospective_table"] = rule_statistics(later)
     result["lead_calibration"] = lead_calibration({**pairs, **later})
     if unfinished:
         result["prospective_unfinished"] = unfinished
