@@ -52,6 +52,7 @@ SYNTHETIC = "synthetic"  # the development pair (custom.data.synthetic) on which
 SYNTHETIC_BUDGETS = ("synthetic", "development")  # budgets run on the synthetic pair, not on real data
 DEVELOPMENT_SHIFT = 0.75  # the development pair's target microscope (shifted_target), fixed by the calibration of 28f3b72
 CHOICE = "da_synthetic_choice.json"
+ADAPT_RECORDS = "adapt"  # the recorded adapt.py runs (results/adapt/*.json), beside the cached runs
 ERRORS = "da_errors_{direction}"  # where the overlay's models err (written by ``overlay``; + budget_stem, .json)
 ERROR_BOUNDARY_PX = 5  # label-grid pixels (20 nm FAFB, 23 nm VNC) that count as a mitochondrion's boundary
 ERROR_MISSED_COVERAGE = 0.2  # a true (predicted) object covered less than this is missed (false)
@@ -824,6 +825,49 @@ def label_free_picks(table: dict, selection: dict, budget: str) -> dict:
     return picks
 
 
+def adapt_run_picks(folder: Path, budget: str) -> dict:
+    """Per real direction, the pick of each recorded ``adapt.py`` run at ``budget`` on that direction's own
+    target (``folder``/*.json; runs on a re-imaged target left out): the product's per-target choice, made
+    without target labels, with its IoU, the same run's source-only IoU and its regret over the run's
+    candidates, all read from the record's target-test metrics."""
+    picks: dict = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        record = json.loads(path.read_text())
+        if record.get("budget") != budget or record.get("target_shift") or record.get("family") not in DIRECTIONS or not record.get("target_test_metrics"):
+            continue
+        ious = {name: m.get("metrics", m)["iou"] for name, m in record["target_test_metrics"].items()}
+        per_seed = picks.setdefault(record["family"], {"rules": set(), "candidates": set(), "per_seed": {}})
+        if record["seed"] in per_seed["per_seed"]:
+            raise SystemExit(f"{path}: a second recorded adapt.py run of {record['family']}, seed {record['seed']}, budget {budget}; keep one.")
+        per_seed["rules"].add(record["rule"])
+        per_seed["candidates"].update(ious)
+        pick = record["pick"]
+        per_seed["per_seed"][record["seed"]] = {"pick": pick, "iou": ious[pick], "source_only": ious["source_only"], "regret": max(ious.values()) - ious[pick], "record": path.name}
+    return {
+        direction: {
+            "rule": " / ".join(sorted(p["rules"])),
+            "chosen_on": ["adapt.py's, fixed before these runs"],
+            "candidates": sorted(p["candidates"]),
+            "per_seed": dict(sorted(p["per_seed"].items())),
+        }
+        for direction, p in picks.items()
+    }
+
+
+PICK_HEADER = ["| direction | rule (chosen on) | picks (seed: row) | IoU | paired Δ IoU vs source-only | regret |", "|---|---|---|---|---|---|"]
+
+
+def _pick_row(direction: str, picks: dict, source_only: dict[int, float]) -> str:
+    """One direction's picks: the rule, the row picked on each seed, their IoU, the paired effect against
+    ``source_only`` (IoU per seed) and the mean regret."""
+    ious = np.array([v["iou"] for v in picks["per_seed"].values()])
+    cell = {"iou_per_seed": {s: v["iou"] for s, v in picks["per_seed"].items()}}
+    regret = np.mean([v["regret"] for v in picks["per_seed"].values()])
+    std = f" ± {ious.std(ddof=1):.3f}" if ious.size > 1 else ""
+    chosen = ", ".join(f"{s}: {v['pick']}" for s, v in picks["per_seed"].items())
+    return f"| {_direction_title(direction)} | {picks['rule']} ({', '.join(picks['chosen_on'])}) | {chosen} | {ious.mean():.3f}{std} | {_paired_effect(cell, {'iou_per_seed': source_only})} | {regret:.3f} |"
+
+
 def _label_free_pick_lines(table: dict, picks: dict) -> list[str]:
     """The per-target label-free pick beside source-only and the best candidate on the test labels."""
     lines = [
@@ -834,18 +878,26 @@ def _label_free_pick_lines(table: dict, picks: dict) -> list[str]:
         "after it was fixed, is adapt.py's (`model_selection.py validate`, results/label_free_selection.md); regret = best",
         "candidate on the test labels − pick.",
         "",
-        "| direction | rule (chosen on) | picks (seed: row) | IoU | paired Δ IoU vs source-only | regret |",
-        "|---|---|---|---|---|---|",
+        *PICK_HEADER,
     ]
-    for direction, p in picks.items():
-        ious = np.array([v["iou"] for v in p["per_seed"].values()])
-        low = table[direction].get("source_only", {}).get("iou_per_seed", {})
-        cell = {"iou_per_seed": {s: v["iou"] for s, v in p["per_seed"].items()}}
-        regret = np.mean([v["regret"] for v in p["per_seed"].values()])
-        std = f" ± {ious.std(ddof=1):.3f}" if ious.size > 1 else ""
-        chosen = ", ".join(f"{s}: {v['pick']}" for s, v in p["per_seed"].items())
-        lines.append(f"| {_direction_title(direction)} | {p['rule']} ({', '.join(p['chosen_on'])}) | {chosen} | {ious.mean():.3f}{std} | {_paired_effect(cell, {'iou_per_seed': low})} | {regret:.3f} |")
-    return lines
+    return lines + [_pick_row(d, p, table[d].get("source_only", {}).get("iou_per_seed", {})) for d, p in picks.items()]
+
+
+def _adapt_pick_lines(picks: dict) -> list[str]:
+    """The picks of the recorded ``adapt.py`` runs at this budget (``adapt_run_picks``)."""
+    lines = [
+        "## Label-free pick per target, as users run it (`adapt.py`)",
+        "",
+        "The cells above kept no label-free scores, so this budget's per-target pick comes from `scripts/adapt.py`",
+        "runs on each direction's real target (results/adapt/): the same training code and budget, the candidates of",
+        "adapt.py's recipe picked by its rule on the unlabelled target. Source-only and regret (best candidate on the",
+        "test labels − pick) are the same run's.",
+        "",
+        *(f"- {_direction_title(d)} candidates: {', '.join(p['candidates'])}." for d, p in picks.items()),
+        "",
+        *PICK_HEADER,
+    ]
+    return lines + [_pick_row(d, p, {s: v["source_only"] for s, v in p["per_seed"].items()}) for d, p in picks.items()]
 
 
 def _choice_line(choice: dict) -> list[str]:
@@ -930,7 +982,7 @@ def _status(table: dict, grid: Sequence[str] = ()) -> list[str]:
         best = _best_on_test_labels(cells) if uda else None  # the highest IoU is the largest gap closed
         seeds = f"{len(missing)} of {len(main)} rows have fewer than {SEEDS_REQUIRED} seeds" if missing else f"all {len(main)} rows have {SEEDS_REQUIRED} seeds"
         verdict = lambda row: f"{row}, {round(100 * uda[row])} % of the gap ({'meets' if uda[row] >= 0.5 else 'does not meet'} the ≥ 50 % goal)"  # noqa: E731
-        declared = f"unsupervised row chosen without target labels: {verdict(BEST_UDA)}{_per_seed(cells[BEST_UDA])}" if BEST_UDA in uda else f"{BEST_UDA} (chosen without target labels) not run yet"
+        declared = f"one unsupervised row for every target, declared on the synthetic pair and chosen without target labels: {verdict(BEST_UDA)}{_per_seed(cells[BEST_UDA])}" if BEST_UDA in uda else f"{BEST_UDA} (chosen without target labels) not run yet"
         goal = f"{declared}; best unsupervised row on the test labels (optimistic): {verdict(best)}" if best else "no gap can be computed yet"
         lines.append(f"- {name}: {seeds}; {goal}.")
         extra = {n: g for n, g in gaps.items() if n not in main}
@@ -1178,6 +1230,10 @@ def report(runs_dir: str = str(RESULTS / "runs"), budget: str = "cpu", out: str 
     if picks:
         summary["label_free_pick"] = picks
         text += "\n" + "\n".join(_label_free_pick_lines(table, picks)) + "\n"
+    product = adapt_run_picks(Path(runs_dir).parent / ADAPT_RECORDS, budget)
+    if product:
+        summary["adapt_pick"] = product
+        text += "\n" + "\n".join(_adapt_pick_lines(product)) + "\n"
     stem = budget_stem("da_benchmark", budget)
     for suffix, content in (("md", text), ("json", json.dumps(summary, indent=1))):
         with atomic_path(out_dir / f"{stem}.{suffix}") as tmp:

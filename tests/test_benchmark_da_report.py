@@ -398,6 +398,35 @@ def test_pairs_made_after_the_rule_was_fixed_report_adapts_pick(monkeypatch):
     assert line == "| VNC → FAFB | balanced_rotation_agreement (adapt.py's, fixed before these cells) | 0: mmd | 0.650 | +0.050 (1/1) | 0.010 |"
 
 
+def test_cpu_report_picks_per_target_from_recorded_adapt_runs(tmp_path, monkeypatch):
+    """The cells of ``cpu`` kept no scores: its per-target pick is each recorded adapt.py run's, on that
+    direction's own target at that budget, with source-only and regret from the same run's metrics."""
+    bench_da = _benchmark_module(monkeypatch)
+    folder = tmp_path / "adapt"
+    folder.mkdir()
+
+    def record(name: str, seed: int, ious: dict, pick: str, **fields) -> None:
+        metrics = {n: {"metrics": {"iou": iou}} for n, iou in ious.items()}
+        base = {"budget": "cpu", "seed": seed, "family": "fafb_to_vnc", "target_shift": None, "rule": "balanced_rotation_agreement"}
+        (folder / f"{name}.json").write_text(json.dumps({**base, **fields, "pick": pick, "target_test_metrics": metrics}))
+
+    record("f2v_seed0", 0, {"source_only": 0.2, "tent": 0.4, "balanced_consistency": 0.35}, "balanced_consistency")
+    record("f2v_seed1", 1, {"source_only": 0.3, "tent": 0.35, "balanced_consistency": 0.45}, "balanced_consistency")
+    record("f2v_reimaged", 2, {"source_only": 0.1, "tent": 0.9}, "source_only", target_shift="coarse_flat")  # another target
+    record("f2v_long", 3, {"source_only": 0.1, "tent": 0.9}, "source_only", budget="cpu_long")  # another budget
+    record("membranes", 0, {"source_only": 0.1, "tent": 0.9}, "source_only", family="membranes")  # another task
+    picks = bench_da.adapt_run_picks(folder, "cpu")
+    assert list(picks) == ["fafb_to_vnc"] and list(picks["fafb_to_vnc"]["per_seed"]) == [0, 1]
+    seed0 = picks["fafb_to_vnc"]["per_seed"][0]
+    assert seed0["iou"] == 0.35 and seed0["source_only"] == 0.2 and seed0["regret"] == pytest.approx(0.05)
+    line = bench_da._adapt_pick_lines(picks)[-1]
+    assert line == "| FAFB → VNC | balanced_rotation_agreement (adapt.py's, fixed before these runs) | 0: balanced_consistency, 1: balanced_consistency | 0.400 ± 0.071 | +0.150 ± 0.000 (2/2) | 0.025 |"
+    assert bench_da.adapt_run_picks(tmp_path / "absent", "cpu") == {}
+    record("f2v_seed1_again", 1, {"source_only": 0.3, "tent": 0.35}, "tent")
+    with pytest.raises(SystemExit, match="second recorded adapt.py run of fafb_to_vnc, seed 1"):
+        bench_da.adapt_run_picks(folder, "cpu")
+
+
 def test_gap_closed_uses_the_seeds_a_row_shares_with_both_bounds(tmp_path, monkeypatch):
     """A grid still running: source-only has seed 1, the oracle and the row not yet; seed 1 must not move the row's gap."""
     bench_da = _benchmark_module(monkeypatch)
