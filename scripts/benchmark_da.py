@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from benchmark_common import REPO, RESULTS, TRAINED_MARKER, bar_chart, check_model_dir, chosen, claim_model_dir, prepare, reproduces, worker_env, write_result
 from model_selection import REPORT as SELECTION
-from model_selection import BATCH_NORM_REPORT, BATCH_NORM_VARIANTS, SEED_METHODS, record_pair_scores
+from model_selection import BATCH_NORM_REPORT, BATCH_NORM_VARIANTS, SEED_METHODS, adapt_records, record_pair_scores
 from recipes import BUDGETS, SCALE_MATCH_FILE, Recipe, RecipeRun, is_three_d, load_recipes, revisions, starts_from, upstream
 
 from custom.data.datasets import mito_pair_spacing_nm
@@ -831,11 +831,9 @@ def adapt_run_picks(folder: Path, budget: str) -> dict:
     without target labels, with its IoU, the same run's source-only IoU and its regret over the run's
     candidates, all read from the record's target-test metrics."""
     picks: dict = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        record = json.loads(path.read_text())
-        if record.get("budget") != budget or record.get("target_shift") or record.get("family") not in DIRECTIONS or not record.get("target_test_metrics"):
+    for path, record, ious in adapt_records(folder):
+        if record.get("budget") != budget or record.get("target_shift") or record.get("family") not in DIRECTIONS:
             continue
-        ious = {name: m.get("metrics", m)["iou"] for name, m in record["target_test_metrics"].items()}
         per_seed = picks.setdefault(record["family"], {"rules": set(), "candidates": set(), "per_seed": {}})
         if record["seed"] in per_seed["per_seed"]:
             raise SystemExit(f"{path}: a second recorded adapt.py run of {record['family']}, seed {record['seed']}, budget {budget}; keep one.")

@@ -22,7 +22,7 @@ development pairs) and then applied to it: the held-out regret.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fire
@@ -397,14 +397,19 @@ def collect_adapt_runs(folder: Path) -> dict[str, dict[str, dict]]:
     None for real data); the pair is ``adapt/<family>[@<shift>]/<record>``, so ``family`` and the
     real / development split read it as they read the benchmark's pairs."""
     pairs = {}
+    for path, record, ious in adapt_records(folder):
+        shift = f"@{record['target_shift']}" if record.get("target_shift") else ""
+        pairs[f"adapt/{record['family']}{shift}/{path.stem}"] = {n: {"iou": iou, "scores": dict(record["label_free_scores"][n])} for n, iou in ious.items()}
+    return pairs
+
+
+def adapt_records(folder: Path) -> Iterator[tuple[Path, dict, dict[str, float]]]:
+    """The recorded ``adapt.py`` runs in ``folder`` that hold target-test metrics (none if it is absent):
+    each record's path, the record and every candidate's target-test IoU."""
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
         if record.get("target_test_metrics"):
-            metrics = {n: m.get("metrics", m) for n, m in record["target_test_metrics"].items()}
-            shift = f"@{record['target_shift']}" if record.get("target_shift") else ""
-            key = f"adapt/{record['family']}{shift}/{path.stem}"
-            pairs[key] = {n: {"iou": metrics[n]["iou"], "scores": dict(record["label_free_scores"][n])} for n in metrics}
-    return pairs
+            yield path, record, {n: m.get("metrics", m)["iou"] for n, m in record["target_test_metrics"].items()}
 
 
 def validate(
