@@ -9,6 +9,7 @@ import pytest
 
 from custom.data import load_datalist, read_volume
 from custom.data.datasets import get_fafb_mito_paths, load_drosophila_vnc, load_fafb_mito
+from custom.engines import recorded
 
 from .conftest import REPO_ROOT, run_bundle
 
@@ -56,9 +57,12 @@ def test_prepare_data_layout_split_and_idempotence(prepared, shared_data, tmp_pa
 
 
 def test_bundle_trains_and_evaluates_on_vnc_to_fafb(prepared, tmp_path):
-    fast = ("--max_epochs", "1", "--iterations_per_epoch", "2", "--val_interval", "1", "--batch_size", "2")
+    # two iterations at the cpu budget's 10 nm (validation and inference of the real regions at the default 5 nm
+    # would take four times as long, for the same checks)
+    fast = ("--max_epochs", "1", "--iterations_per_epoch", "2", "--val_interval", "1", "--batch_size", "2", "--pixel_size_nm", "10.0")
     run_bundle(["train.json"], tmp_path, "--dataset_dir", str(prepared / "vnc_to_fafb"), *fast)
     run_bundle(["inference.json", "evaluate.json"], tmp_path, "--dataset_dir", str(prepared / "vnc_to_fafb"))
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["images"][0].endswith("fafb_target_test.tif")
     assert 0.0 <= result["metrics"]["iou"] <= 1.0
+    assert recorded(tmp_path / "models" / "model.pt", "pixel_size_nm", 5.0) == 10.0  # inference ran at the trained pixel size
