@@ -225,3 +225,28 @@ def test_committed_adapt_runs_match_their_readme():
             label = f"**{name}** (pick)" if name == record["pick"] else name
             row = f"| {label} | {s[record['rule']]:.3f} | {s['predicted_foreground_fraction']:.3f} | {s['bbse_foreground_fraction']:.3f} | {iou:.3f} |"
             assert row in readme, row
+
+
+def test_committed_adapt_runs_summaries_follow_from_their_scores_and_metrics():
+    """A recorded run's pick is its rule's top score, and its summary fields (regret, rank correlation, best
+    candidate, checkpoint agreement's pick) are those ``model_selection`` computes from the record itself."""
+    import model_selection
+
+    folder = REPO_ROOT / "results" / "adapt"
+    pairs = model_selection.collect_adapt_runs(folder)
+    checked = 0
+    for path, record, ious in model_selection.adapt_records(folder):
+        candidates = next(c for key, c in pairs.items() if key.endswith(f"/{path.stem}"))
+        rule = model_selection.pair_statistics(candidates, model_selection.RULES[record["rule"]], record["rule"])
+        assert rule["pick"] == record["pick"], path.name
+        if "regret" in record:
+            assert record["best_on_test_labels"] == max(ious, key=ious.get), path.name
+            assert record["regret"] == pytest.approx(rule["regret"]) and record["spearman"] == pytest.approx(rule["spearman"]), path.name
+            assert record["source_only_regret"] == pytest.approx(max(ious.values()) - ious["source_only"]), path.name
+            checked += 1
+        if record.get("checkpoint_agreement"):
+            agreement = model_selection.pair_statistics(candidates, model_selection.RULES["checkpoint_agreement"], "checkpoint_agreement")
+            assert {k: record["checkpoint_agreement"][k] for k in ("pick", "n")} == {k: agreement[k] for k in ("pick", "n")}, path.name
+            assert record["checkpoint_agreement"]["regret"] == pytest.approx(agreement["regret"]), path.name
+            assert record["checkpoint_agreement"]["spearman"] == pytest.approx(agreement["spearman"]), path.name
+    assert checked >= 10

@@ -65,4 +65,4 @@ def test_bundle_trains_and_evaluates_on_vnc_to_fafb(prepared, tmp_path):
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["images"][0].endswith("fafb_target_test.tif")
     assert 0.0 <= result["metrics"]["iou"] <= 1.0
-    assert recorded(tmp_path / "models" / "model.pt", "pixel_size_nm", 5.0) == 10.0  # inference ran at the trained pixel size
+    assert recorded(tmp_path / "models" / "model.pt", "pixel_size_nm", 5.0) == 10.0  # the model records 10 nm, which inference.json reads
